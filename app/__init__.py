@@ -1,0 +1,1 @@
+"""Earshot's HTTP layer: OpenAI-shaped routes, request parsing, errors and renderers."""

@@ -1,0 +1,307 @@
+"""Request and response models of OpenAI's audio API, fields in the order of OpenAI's reference.
+
+Every rule a request must satisfy lives here: field constraints on the models, and the per-model
+rules (from the registry, passed as validation context) in `_model_rules`. Routes only parse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import IO, Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from app.errors import APIError
+from engines.base import TranscribeOptions
+from engines.languages import LANGUAGES
+from engines.registry import ModelEntry, Registry
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+TranslationFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+LIST_FIELDS = frozenset({"include", "timestamp_granularities", "known_speaker_names", "known_speaker_references"})
+MAX_KNOWN_SPEAKERS = 4
+
+
+@dataclass
+class AudioUpload:
+    """The uploaded `file` part; `file` is a spooled temporary file owned by the request."""
+
+    filename: str | None
+    content_type: str | None
+    file: IO[bytes]
+    size: int
+
+
+def _as_upload(value: Any) -> AudioUpload:
+    if isinstance(value, AudioUpload):
+        return value
+    raise PydanticCustomError(
+        "invalid_type", "Invalid type for 'file': expected a file upload (a multipart part with a filename)."
+    )
+
+
+def _blank_to_none(value: Any) -> Any:
+    # Form encoders send empty strings for unset optional fields.
+    return None if value == "" else value
+
+
+def _language(value: Any) -> Any:
+    value = _blank_to_none(value)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in LANGUAGES:
+        raise PydanticCustomError(
+            "invalid_value",
+            "Invalid language {value!r}. Language parameter must be specified in ISO-639-1 format.",
+            {"value": value},
+        )
+    return value.lower()
+
+
+Upload = Annotated[AudioUpload, BeforeValidator(_as_upload)]
+Prompt = Annotated[str | None, BeforeValidator(_blank_to_none)]
+Language = Annotated[str | None, BeforeValidator(_language)]
+Temperature = Annotated[float, Field(ge=0, le=1)]
+
+
+class ServerVad(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["server_vad"]
+    prefix_padding_ms: int = Field(300, ge=0)
+    silence_duration_ms: int = Field(200, ge=0)
+    threshold: float = Field(0.5, ge=0, le=1)
+
+
+class _AudioRequest(BaseModel):
+    # Unknown form fields are ignored (OpenAI's spec forbids them, but SDKs add fields over time).
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+
+    _entry: ModelEntry | None = PrivateAttr(None)
+
+    @property
+    def entry(self) -> ModelEntry:
+        assert self._entry is not None, "validated without a registry"
+        return self._entry
+
+    def _resolve(self, info: ValidationInfo) -> ModelEntry:
+        registry: Registry | None = (info.context or {}).get("registry")
+        entry = registry.get(self.model) if registry is not None else None
+        if entry is None:
+            raise APIError("invalid model ID", param="model", code="model_not_found")
+        self._entry = entry
+        return entry
+
+    def _check_format(self, entry: ModelEntry, response_format: str) -> None:
+        if response_format not in entry.rules.response_formats:
+            allowed = " or ".join(f"'{f}'" for f in sorted(entry.rules.response_formats))
+            raise APIError(
+                f"response_format '{response_format}' is not compatible with model '{self.model}'. Use {allowed} instead.",
+                param="response_format",
+                code="unsupported_value",
+            )
+
+
+class TranscriptionRequest(_AudioRequest):
+    file: Upload
+    model: str
+    chunking_strategy: Literal["auto"] | ServerVad | None = None
+    include: list[Literal["logprobs"]] = []
+    known_speaker_names: list[str] = Field([], max_length=MAX_KNOWN_SPEAKERS)
+    known_speaker_references: list[str] = Field([], max_length=MAX_KNOWN_SPEAKERS)
+    language: Language = None
+    prompt: Prompt = None
+    response_format: ResponseFormat = "json"
+    stream: bool = False
+    temperature: Temperature = 0.0
+    timestamp_granularities: list[Literal["word", "segment"]] = []
+
+    @field_validator("chunking_strategy", mode="before")
+    @classmethod
+    def _chunking(cls, value: Any) -> Any:
+        value = _blank_to_none(value)
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "auto":
+                return "auto"
+            if text.startswith("{"):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise PydanticCustomError("invalid_value", "Invalid 'chunking_strategy': not valid JSON.") from None
+            else:
+                raise PydanticCustomError(
+                    "invalid_value",
+                    "Invalid value for 'chunking_strategy': expected 'auto' or an object with type 'server_vad'.",
+                )
+        if isinstance(value, dict):
+            try:
+                return ServerVad.model_validate(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "type"
+                raise PydanticCustomError(
+                    "invalid_value", "Invalid 'chunking_strategy.{where}': {msg}.", {"where": where, "msg": err["msg"]}
+                ) from None
+        return value
+
+    @field_validator("known_speaker_references")
+    @classmethod
+    def _data_urls(cls, refs: list[str]) -> list[str]:
+        for ref in refs:
+            if not (ref.startswith("data:audio/") and ";base64," in ref):
+                raise PydanticCustomError(
+                    "invalid_value",
+                    "Invalid 'known_speaker_references': each reference must be a data URL "
+                    "like 'data:audio/wav;base64,...'.",
+                )
+        return refs
+
+    @model_validator(mode="after")
+    def _model_rules(self, info: ValidationInfo) -> TranscriptionRequest:
+        entry = self._resolve(info)
+        rules = entry.rules
+        self._check_format(entry, self.response_format)
+        if len(self.known_speaker_names) != len(self.known_speaker_references):
+            raise APIError(
+                "known_speaker_names and known_speaker_references must have the same number of entries.",
+                param="known_speaker_names",
+                code="invalid_value",
+            )
+        if self.timestamp_granularities and rules.granularities_need_verbose_json and self.response_format != "verbose_json":
+            raise APIError(
+                "timestamp_granularities is only supported with response_format 'verbose_json'.",
+                param="timestamp_granularities",
+                code="unsupported_value",
+            )
+        if self.include:
+            if not rules.logprobs:
+                raise APIError(
+                    f"include[]=logprobs is not supported with model '{self.model}'.",
+                    param="include",
+                    code="unsupported_value",
+                )
+            if self.response_format != "json" and not self.streams:
+                raise APIError(
+                    "logprobs are only returned with response_format 'json' or with stream=true.",
+                    param="include",
+                    code="unsupported_value",
+                )
+        if self.prompt is not None and not rules.prompt:
+            raise APIError(f"prompt is not supported with model '{self.model}'.", param="prompt", code="unsupported_value")
+        return self
+
+    @property
+    def streams(self) -> bool:
+        """Whether the response is an event stream: only for models that stream (whisper-1 ignores it)."""
+        return self.stream and self._entry is not None and self._entry.rules.stream
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return "logprobs" in self.include
+
+    @property
+    def granularities(self) -> frozenset[str]:
+        if self.response_format != "verbose_json":
+            return frozenset()
+        return frozenset(self.timestamp_granularities or ["segment"])
+
+    def transcribe_options(self) -> TranscribeOptions:
+        return TranscribeOptions(
+            task="transcribe",
+            language=self.language,
+            prompt=self.prompt,
+            temperature=self.temperature,
+            word_timestamps="word" in self.granularities,
+            token_logprobs=self.wants_logprobs,
+        )
+
+
+class TranslationRequest(_AudioRequest):
+    file: Upload
+    model: str
+    prompt: Prompt = None
+    response_format: TranslationFormat = "json"
+    temperature: Temperature = 0.0
+
+    @model_validator(mode="after")
+    def _model_rules(self, info: ValidationInfo) -> TranslationRequest:
+        entry = self._resolve(info)
+        if not entry.rules.translate:
+            raise APIError(
+                f"Model '{self.model}' does not support translations. Use 'whisper-1' instead.",
+                param="model",
+                code="unsupported_value",
+            )
+        self._check_format(entry, self.response_format)
+        return self
+
+    @property
+    def streams(self) -> bool:
+        return False
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return False
+
+    @property
+    def granularities(self) -> frozenset[str]:
+        return frozenset({"segment"}) if self.response_format == "verbose_json" else frozenset()
+
+    def transcribe_options(self) -> TranscribeOptions:
+        return TranscribeOptions(task="translate", prompt=self.prompt, temperature=self.temperature)
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    """OpenAI-style (message, code) for a pydantic error on a top-level field."""
+    param = str(err["loc"][0]) if err["loc"] else "body"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    if kind == "missing":
+        return f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    if kind == "literal_error":
+        return f"Invalid value: {got!r}. Supported values are: {ctx.get('expected')}.", "invalid_value"
+    if kind in ("less_than_equal", "less_than"):
+        return (
+            f"Invalid '{param}': decimal above maximum value. Expected a value <= {ctx.get('le', ctx.get('lt'))}, "
+            f"but got {got} instead.",
+            "decimal_above_max_value",
+        )
+    if kind in ("greater_than_equal", "greater_than"):
+        return (
+            f"Invalid '{param}': decimal below minimum value. Expected a value >= {ctx.get('ge', ctx.get('gt'))}, "
+            f"but got {got} instead.",
+            "decimal_below_min_value",
+        )
+    if kind == "too_long":
+        return (
+            f"Invalid '{param}': array too long. Expected an array with maximum length {ctx.get('max_length')}, "
+            f"but got an array with length {ctx.get('actual_length')} instead.",
+            "array_above_max_length",
+        )
+    if kind.endswith("_parsing") or kind.endswith("_type"):
+        return f"Invalid type for '{param}': {err['msg']}, but got {got!r}.", "invalid_type"
+    return err["msg"], kind
+
+
+def parse_request(model: type[_AudioRequest], fields: dict[str, Any], registry: Registry) -> _AudioRequest:
+    """Validate parsed form fields; the first problem becomes an OpenAI-shaped 400."""
+    try:
+        return model.model_validate(fields, context={"registry": registry})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        message, code = _describe(err)
+        raise APIError(message, param=str(err["loc"][0]) if err["loc"] else None, code=code) from None

@@ -1,0 +1,125 @@
+"""The work behind the routes: audio in, engine run off the event loop, result out.
+
+There is one path from engine to response: `segment_stream` yields what the engine decodes, as
+it decodes it; a non-streaming response is that stream collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from app import audio as audio_io
+from app.errors import APIError
+from app.render import TranscriptResult, render
+from engines.base import SAMPLE_RATE, Segment, TranscribeOptions, TranscriptionInfo
+from engines.manager import ModelManager
+from engines.registry import ModelEntry
+from engines.store import ModelNotFound
+
+log = logging.getLogger("earshot.serving")
+
+
+@dataclass
+class _End:
+    pass
+
+
+class TranscriptionService:
+    def __init__(self, manager: ModelManager, max_audio_seconds: float | None = None) -> None:
+        self.manager = manager
+        self.max_audio_seconds = max_audio_seconds
+
+    async def handle(self, request) -> Response:
+        audio = await self.load_audio(request)
+        options: TranscribeOptions = request.transcribe_options()
+        result = await self.collect(request.entry, audio, options)
+        return render(request, result)
+
+    async def load_audio(self, request) -> np.ndarray:
+        upload = request.file
+        audio_io.check_extension(upload.filename)
+        return await run_in_threadpool(
+            audio_io.decode, upload.file, request.entry.rules.error_style, self.max_audio_seconds
+        )
+
+    async def collect(self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions) -> TranscriptResult:
+        info: TranscriptionInfo | None = None
+        segments: list[Segment] = []
+        async for item in self.segment_stream(entry, audio, options):
+            if isinstance(item, TranscriptionInfo):
+                info = item
+            else:
+                segments.append(item)
+        assert info is not None
+        return TranscriptResult(task=options.task, info=info, segments=segments)
+
+    async def segment_stream(
+        self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions
+    ) -> AsyncIterator[TranscriptionInfo | Segment]:
+        """The engine's output as it is produced: first the info, then segments in time order.
+
+        Decoding runs in a worker thread. When the consumer stops early (client gone), the worker
+        stops before the engine's next unit of work.
+        """
+        if audio_io.is_silent(audio):
+            yield silent_info(audio, options)
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed under us (shutdown)
+                pass
+
+        def produce() -> None:
+            try:
+                with self.manager.use(entry.engine, entry.model) as engine:
+                    transcription = engine.transcribe(audio, options)
+                    put(transcription.info)
+                    with closing(transcription.segments) as segments:
+                        for segment in segments:
+                            if stop.is_set():
+                                log.info("stopped decoding: the client went away")
+                                break
+                            put(segment)
+            except BaseException as exc:  # handed to the consumer, which decides the response
+                put(exc)
+            finally:
+                put(_End())
+
+        loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    break
+                if isinstance(item, ModelNotFound):
+                    raise APIError(str(item), status=404, param="model", code="model_not_found")
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+
+def silent_info(audio: np.ndarray, options: TranscribeOptions) -> TranscriptionInfo:
+    duration = len(audio) / SAMPLE_RATE
+    return TranscriptionInfo(
+        language=options.language or "en",
+        language_probability=1.0,
+        duration=duration,
+        audio_tokens=0,
+        prompt_tokens=0,
+    )

@@ -1,0 +1,1 @@
+"""Local inference engines behind small capability protocols (see `engines.base`)."""

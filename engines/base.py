@@ -1,0 +1,104 @@
+"""The capability protocol between the serving layer and speech engines.
+
+Routes and the serving layer only see these types; each engine module (e.g.
+`engines.whisper`) adapts its library to them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    task: Task = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    # 0 means "let the engine raise the temperature on failure" (OpenAI's documented behaviour).
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    token_logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word] | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class TranscriptionInfo:
+    language: str
+    language_probability: float
+    duration: float
+    # Encoder positions that covered real audio (Whisper: one per 20 ms).
+    audio_tokens: int
+    # Tokens of the caller's prompt that were fed to the decoder.
+    prompt_tokens: int
+
+
+@dataclass
+class Transcription:
+    """A transcription in progress: `segments` is produced lazily, in time order."""
+
+    info: TranscriptionInfo
+    segments: Iterator[Segment]
+
+
+@dataclass
+class Cancellation:
+    """Set by the serving layer when the client went away; engines poll it between units of work."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+
+class SpeechEngine(Protocol):
+    """What the serving layer needs from a speech-to-text engine."""
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
+        """Start transcribing 16 kHz mono float32 `audio`; segments are decoded as they are consumed."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's memory (model weights, device buffers)."""
+        ...

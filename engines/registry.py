@@ -1,0 +1,160 @@
+"""Which API model names exist, which local model serves each, and the rules each name follows.
+
+The rules mirror OpenAI's per-model behaviour (e.g. `verbose_json` only for `whisper-1`) and live
+here, as data, so a deployment can relax them in `models/registry.toml` instead of patching code.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+ALL_FORMATS = frozenset({"json", "text", "srt", "vtt", "verbose_json", "diarized_json"})
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    response_formats: frozenset[str]
+    # whisper-1: timestamp_granularities is only accepted together with verbose_json.
+    granularities_need_verbose_json: bool = True
+    logprobs: bool = False
+    # False: `stream=true` is ignored and the ordinary response is sent (what OpenAI does for whisper-1).
+    stream: bool = False
+    translate: bool = False
+    prompt: bool = True
+    usage: Literal["duration", "tokens"] = "duration"
+    # Which of OpenAI's wordings an undecodable upload gets.
+    error_style: Literal["whisper", "gpt-4o"] = "whisper"
+    diarize: bool = False
+
+
+PROFILES: dict[str, ModelRules] = {
+    "whisper-1": ModelRules(
+        response_formats=frozenset({"json", "text", "srt", "vtt", "verbose_json"}), translate=True
+    ),
+    "gpt-4o": ModelRules(
+        response_formats=frozenset({"json", "text"}), logprobs=True, stream=True, usage="tokens", error_style="gpt-4o"
+    ),
+    "gpt-4o-diarize": ModelRules(
+        response_formats=frozenset({"json", "text", "diarized_json"}),
+        stream=True,
+        prompt=False,
+        usage="tokens",
+        error_style="gpt-4o",
+        diarize=True,
+    ),
+    "native": ModelRules(
+        response_formats=ALL_FORMATS - {"diarized_json"},
+        granularities_need_verbose_json=False,
+        logprobs=True,
+        stream=True,
+        translate=True,
+        usage="tokens",
+    ),
+}
+
+OPENAI_NAMES: dict[str, str] = {
+    "whisper-1": "whisper-1",
+    "gpt-4o-transcribe": "gpt-4o",
+    "gpt-4o-mini-transcribe": "gpt-4o",
+    "gpt-4o-mini-transcribe-2025-12-15": "gpt-4o",
+    "gpt-4o-transcribe-diarize": "gpt-4o-diarize",
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    engine: str
+    # What the engine loads: a directory, a store name or a hub repo id (see engines.store).
+    model: str
+    rules: ModelRules
+    owned_by: str = "earshot"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class RegistryError(ValueError):
+    pass
+
+
+class Registry:
+    def __init__(self, entries: list[ModelEntry]) -> None:
+        self._entries = {e.id: e for e in entries}
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return self._entries.get(model_id)
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @classmethod
+    def build(cls, asr_model: str | None, registry_file: Path | None) -> Registry:
+        """Default routes for `asr_model` (every OpenAI name plus its native name), then the file's entries."""
+        created = int(time.time())
+        entries: dict[str, ModelEntry] = {}
+        if asr_model:
+            for name, profile in OPENAI_NAMES.items():
+                entries[name] = ModelEntry(name, "whisper", asr_model, PROFILES[profile], created=created)
+            for native in native_names(asr_model):
+                entries[native] = ModelEntry(native, "whisper", asr_model, PROFILES["native"], created=created)
+        if registry_file is not None:
+            for entry in _read_registry(registry_file, asr_model, created):
+                entries[entry.id] = entry
+        return cls(list(entries.values()))
+
+
+def native_names(model_ref: str) -> list[str]:
+    """A model is also served under the name users know it by: its folder name or repo id."""
+    names = [model_ref.rstrip("/")]
+    base = Path(model_ref.rstrip("/")).name
+    if base and base not in names:
+        names.append(base)
+    return [n for n in names if n not in OPENAI_NAMES]
+
+
+_RULE_FIELDS = {f.name for f in fields(ModelRules)}
+
+
+def _read_registry(path: Path, asr_model: str | None, created: int) -> list[ModelEntry]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RegistryError(f"cannot read model registry {path}: {exc}") from exc
+    out = []
+    for name, spec in (data.get("models") or {}).items():
+        if not isinstance(spec, dict):
+            raise RegistryError(f"{path}: [models.{name!r}] must be a table")
+        profile = spec.get("profile", OPENAI_NAMES.get(name, "native"))
+        if profile not in PROFILES:
+            raise RegistryError(f"{path}: model {name!r} has unknown profile {profile!r} (one of {sorted(PROFILES)})")
+        overrides = {k: v for k, v in spec.items() if k in _RULE_FIELDS}
+        if "response_formats" in overrides:
+            unknown = set(overrides["response_formats"]) - ALL_FORMATS
+            if unknown:
+                raise RegistryError(f"{path}: model {name!r} lists unknown response formats {sorted(unknown)}")
+            overrides["response_formats"] = frozenset(overrides["response_formats"])
+        unknown_keys = set(spec) - _RULE_FIELDS - {"profile", "model", "engine", "owned_by"}
+        if unknown_keys:
+            raise RegistryError(f"{path}: model {name!r} has unknown keys {sorted(unknown_keys)}")
+        model = spec.get("model", asr_model)
+        if not model:
+            raise RegistryError(f"{path}: model {name!r} names no `model` and EARSHOT_ASR_MODEL is not set")
+        if not Path(model).is_absolute() and (path.parent / model).exists():
+            model = str(path.parent / model)
+        out.append(
+            ModelEntry(
+                id=name,
+                engine=spec.get("engine", "whisper"),
+                model=model,
+                rules=replace(PROFILES[profile], **overrides),
+                owned_by=spec.get("owned_by", "earshot"),
+                created=created,
+            )
+        )
+    return out

@@ -1,0 +1,107 @@
+"""Shared fixtures: test-built models, test audio, and a live `earshot serve` on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.audio_fixtures import wav_bytes
+from tests.factories.whisper_model import DEFAULT_SCRIPT, build_whisper_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float = 60) -> LiveServer:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
+    env.update({"EARSHOT_HOST": "127.0.0.1", "EARSHOT_PORT": str(port), **env_overrides})
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "earshot"), "serve"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"earshot serve exited early:\n{server.log()}")
+        try:
+            if httpx.get(server.base_url + "/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"earshot serve did not become healthy:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def whisper_model_dir(tmp_path_factory) -> Path:
+    return build_whisper_model(tmp_path_factory.mktemp("models") / "tiny-wired-whisper", DEFAULT_SCRIPT)
+
+
+@pytest.fixture(scope="session")
+def script():
+    return DEFAULT_SCRIPT
+
+
+@pytest.fixture(scope="session")
+def server(whisper_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
+    store = tmp_path_factory.mktemp("store")
+    live = start_server(
+        {"EARSHOT_ASR_MODEL": str(whisper_model_dir), "EARSHOT_MODELS_DIR": str(store)},
+        tmp_path_factory.mktemp("logs") / "server.log",
+    )
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="session")
+def wav() -> bytes:
+    return wav_bytes(4.0)
+
+
+@pytest.fixture()
+def http(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        yield client

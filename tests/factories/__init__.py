@@ -1,0 +1,1 @@
+"""Offline test factories (synthetic models and fixtures)."""

@@ -1,0 +1,123 @@
+"""The official Python SDK, a 1.x release and the latest, with strict response validation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+SDK_1X = "openai==1.109.1"
+
+
+def run_checks(sdk: str, server, audio_path: Path, native: str) -> dict:
+    script = str(HERE / "sdk" / "python_checks.py")
+    if sdk == "latest":
+        cmd = [sys.executable, script]
+    else:
+        uv = Path(sys.executable).parent / "uv"
+        cmd = [str(uv), "run", "--no-project", "--quiet", "--python", sys.executable, "--with", sdk, "python", script]
+    proc = subprocess.run(cmd + [server.v1, str(audio_path), native], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module", params=["latest", SDK_1X])
+def sdk(request, server, wav, whisper_model_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sdk") / "speech.wav"
+    path.write_bytes(wav)
+    return run_checks(request.param, server, path, whisper_model_dir.name)
+
+
+def ok(sdk, name):
+    assert "ok" in sdk[name], sdk[name]
+    return sdk[name]["ok"]
+
+
+def text_of(script, task="transcribe"):
+    return "".join(s.text for s in getattr(script, task)).strip()
+
+
+def test_version(sdk, request):
+    expected = "1.109.1" if SDK_1X in request.node.callspec.id else None
+    if expected:
+        assert sdk["version"] == expected
+    else:
+        assert int(sdk["version"].split(".")[0]) >= 2
+
+
+def test_json(sdk, script):
+    got = ok(sdk, "json")
+    assert got["type"] == "Transcription"
+    assert got["value"]["text"] == text_of(script)
+    assert got["value"].get("usage", {"type": "duration", "seconds": 4}) == {"type": "duration", "seconds": 4}
+
+
+def test_text_formats(sdk, script):
+    assert ok(sdk, "text")["value"] == text_of(script) + "\n"
+    assert ok(sdk, "mini_text")["value"] == text_of(script) + "\n"
+    srt = ok(sdk, "srt")["value"]
+    assert srt.startswith("1\n00:00:") and srt.count(" --> ") == len(script.transcribe)
+    vtt = ok(sdk, "vtt")["value"]
+    assert vtt.startswith("WEBVTT\n\n00:00:") and vtt.count(" --> ") == len(script.transcribe)
+
+
+def test_verbose(sdk, script):
+    got = ok(sdk, "verbose")
+    assert got["type"] == "TranscriptionVerbose"
+    value = got["value"]
+    assert value["language"] == "english" and value["text"] == text_of(script)
+    assert [s["text"] for s in value["segments"]] == [s.text for s in script.transcribe]
+    assert [w["word"] for w in value["words"]] == text_of(script).split()
+    default = ok(sdk, "verbose_default")["value"]
+    assert "words" not in default and len(default["segments"]) == len(script.transcribe)
+    assert ok(sdk, "native")["value"]["segments"]
+
+
+def test_logprobs_and_token_usage(sdk, script):
+    value = ok(sdk, "logprobs")["value"]
+    assert value["text"] == text_of(script)
+    assert "".join(lp["token"] for lp in value["logprobs"]).strip() == text_of(script)
+    assert value["usage"]["type"] == "tokens" and value["usage"]["input_token_details"]["audio_tokens"] == 200
+
+
+def test_uploads(sdk, script):
+    assert ok(sdk, "bytes_upload")["value"]["text"] == text_of(script)
+    assert ok(sdk, "chunking_object")["value"]["text"] == text_of(script)
+
+
+def test_translations(sdk, script):
+    assert ok(sdk, "translation")["value"]["text"] == text_of(script, "translate")
+    verbose = ok(sdk, "translation_verbose")["value"]
+    assert verbose["language"] == "english" and verbose["text"] == text_of(script, "translate")
+    assert ok(sdk, "translation_text")["value"] == text_of(script, "translate") + "\n"
+
+
+def test_models(sdk, whisper_model_dir):
+    ids = ok(sdk, "models")["value"]
+    assert {"whisper-1", "gpt-4o-transcribe", "gpt-4o-transcribe-diarize", whisper_model_dir.name} <= set(ids)
+    assert ok(sdk, "model")["value"]["id"] == "whisper-1"
+    assert ok(sdk, "request_id")["value"].startswith("req_")
+
+
+@pytest.mark.parametrize(
+    "name,cls,status,param,code",
+    [
+        ("err_missing_model", "NotFoundError", 404, "model", "model_not_found"),
+        ("err_unknown_model", "BadRequestError", 400, "model", "model_not_found"),
+        ("err_verbose_gpt4o", "BadRequestError", 400, "response_format", "unsupported_value"),
+        ("err_temperature", "BadRequestError", 400, "temperature", "decimal_above_max_value"),
+        ("err_format", "BadRequestError", 400, None, None),
+        ("err_undecodable", "BadRequestError", 400, None, None),
+        ("err_undecodable_gpt4o", "BadRequestError", 400, "file", "unsupported_format"),
+        ("err_too_large", "APIStatusError", 413, None, None),
+    ],
+)
+def test_errors(sdk, name, cls, status, param, code):
+    got = sdk[name]
+    assert got.get("error") == cls, got
+    assert got["status"] == status and got["param"] == param and got["code"] == code
+    assert got["message"]
