@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             compute_type=settings.compute_type,
             cpu_threads=settings.cpu_threads,
             num_workers=settings.num_workers,
+            batch_size=settings.batch_size,
             allow_downloads=settings.allow_downloads,
         )
     )

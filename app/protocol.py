@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.errors import APIError
-from engines.base import TranscribeOptions
+from engines.base import Chunking, TranscribeOptions
 from engines.languages import LANGUAGES
 from engines.registry import ModelEntry, Registry
 
@@ -226,6 +226,19 @@ class TranscriptionRequest(_AudioRequest):
             temperature=self.temperature,
             word_timestamps="word" in self.granularities,
             token_logprobs=self.wants_logprobs,
+            chunking=self.chunking(),
+        )
+
+    def chunking(self) -> Chunking | None:
+        if self.chunking_strategy is None:
+            return None
+        if self.chunking_strategy == "auto":
+            return Chunking(normalise_loudness=True)
+        vad = self.chunking_strategy
+        return Chunking(
+            threshold=vad.threshold,
+            prefix_padding_ms=vad.prefix_padding_ms,
+            silence_duration_ms=vad.silence_duration_ms,
         )
 
 

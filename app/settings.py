@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     )
     cpu_threads: int = Field(0, description="CTranslate2 CPU threads per model (0 = library default).")
     num_workers: int = Field(1, description="Concurrent decodes per model (CTranslate2 workers).")
+    batch_size: int = Field(
+        0, description="VAD chunks decoded together in one batch; 0 = per device (16 on CUDA, 4 on CPU)."
+    )
+    diarization_model: str | None = Field(
+        None, description="pyannote speaker-diarization pipeline folder (config.yaml + sub-models) for diarized_json."
+    )
     max_upload_bytes: int = Field(26_214_400, description="Largest accepted request body, in bytes (OpenAI: 25 MiB).")
     allow_downloads: bool = Field(
         False, description="Allow fetching models from the Hugging Face hub. Off: the server never goes online."

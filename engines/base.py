@@ -6,15 +6,25 @@ Routes and the serving layer only see these types; each engine module (e.g.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 
 SAMPLE_RATE = 16000
 Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Cut the audio at voice activity before recognition (OpenAI's `chunking_strategy`)."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 200
+    # `auto` also normalises loudness first; `server_vad` takes the caller's settings as they are.
+    normalise_loudness: bool = False
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,8 @@ class TranscribeOptions:
     temperature: float = 0.0
     word_timestamps: bool = False
     token_logprobs: bool = False
+    # None: Whisper's standard sequential 30 s windows.
+    chunking: Chunking | None = None
 
 
 @dataclass(frozen=True)
@@ -76,20 +88,6 @@ class Transcription:
 
     info: TranscriptionInfo
     segments: Iterator[Segment]
-
-
-@dataclass
-class Cancellation:
-    """Set by the serving layer when the client went away; engines poll it between units of work."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self.event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.event.is_set()
 
 
 class SpeechEngine(Protocol):

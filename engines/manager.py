@@ -24,6 +24,7 @@ class EngineConfig:
     compute_type: str = "auto"
     cpu_threads: int = 0
     num_workers: int = 1
+    batch_size: int = 0
     allow_downloads: bool = False
 
 
