@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.manager = manager
-    app.state.service = TranscriptionService(manager)
+    app.state.service = TranscriptionService(manager, sse_ping_seconds=settings.sse_ping_seconds)
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(RequestIdMiddleware)

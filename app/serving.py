@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from app import audio as audio_io
 from app.errors import APIError
 from app.render import TranscriptResult, render
+from app.streaming import event_response, transcript_events
 from engines.base import SAMPLE_RATE, Segment, TranscribeOptions, TranscriptionInfo
 from engines.manager import ModelManager
 from engines.registry import ModelEntry
@@ -34,15 +35,25 @@ class _End:
 
 
 class TranscriptionService:
-    def __init__(self, manager: ModelManager, max_audio_seconds: float | None = None) -> None:
+    def __init__(
+        self, manager: ModelManager, max_audio_seconds: float | None = None, sse_ping_seconds: float = 15.0
+    ) -> None:
         self.manager = manager
         self.max_audio_seconds = max_audio_seconds
+        self.sse_ping_seconds = sse_ping_seconds
 
     async def handle(self, request) -> Response:
         audio = await self.load_audio(request)
         options: TranscribeOptions = request.transcribe_options()
-        result = await self.collect(request.entry, audio, options)
-        return render(request, result)
+        stream = self.segment_stream(request.entry, audio, options)
+        # The info comes first, after the model loaded and the language was detected: anything
+        # that fails before it is still an ordinary HTTP error, not an event.
+        info = await anext(stream)
+        if request.streams:
+            events = transcript_events(info, stream, logprobs=request.wants_logprobs)
+            return event_response(events, self.sse_ping_seconds)
+        segments = [segment async for segment in stream]
+        return render(request, TranscriptResult(task=options.task, info=info, segments=segments))
 
     async def load_audio(self, request) -> np.ndarray:
         upload = request.file
@@ -50,17 +61,6 @@ class TranscriptionService:
         return await run_in_threadpool(
             audio_io.decode, upload.file, request.entry.rules.error_style, self.max_audio_seconds
         )
-
-    async def collect(self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions) -> TranscriptResult:
-        info: TranscriptionInfo | None = None
-        segments: list[Segment] = []
-        async for item in self.segment_stream(entry, audio, options):
-            if isinstance(item, TranscriptionInfo):
-                info = item
-            else:
-                segments.append(item)
-        assert info is not None
-        return TranscriptResult(task=options.task, info=info, segments=segments)
 
     async def segment_stream(
         self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions
@@ -84,6 +84,7 @@ class TranscriptionService:
                 pass
 
         def produce() -> None:
+            decoded = 0
             try:
                 with self.manager.use(entry.engine, entry.model) as engine:
                     transcription = engine.transcribe(audio, options)
@@ -91,9 +92,12 @@ class TranscriptionService:
                     with closing(transcription.segments) as segments:
                         for segment in segments:
                             if stop.is_set():
-                                log.info("stopped decoding: the client went away")
+                                log.info("stopped decoding after %d segments: the client went away", decoded)
                                 break
+                            decoded += 1
                             put(segment)
+                        else:
+                            log.info("decoding finished: %d segments", decoded)
             except BaseException as exc:  # handed to the consumer, which decides the response
                 put(exc)
             finally:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     allow_downloads: bool = Field(
         False, description="Allow fetching models from the Hugging Face hub. Off: the server never goes online."
     )
+    sse_ping_seconds: float = Field(15.0, description="Seconds between SSE keep-alive comments on idle streams.")
     host: str = Field("127.0.0.1", description="Bind address for `earshot serve`.")
     port: int = Field(8000, description="Port for `earshot serve`.")
     log_level: str = Field("info", description="Log level.")

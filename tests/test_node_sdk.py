@@ -47,6 +47,13 @@ def test_node_results(node, script, whisper_model_dir):
     logprobs = ok(node, "logprobs")
     assert "".join(t["token"] for t in logprobs["logprobs"]).strip() == text_of(script)
     assert logprobs["usage"]["type"] == "tokens"
+    events = ok(node, "stream")
+    assert [e["type"] for e in events][-1] == "transcript.text.done"
+    assert [e["type"] for e in events].count("transcript.text.done") == 1
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    assert deltas and "".join(d["delta"] for d in deltas) == events[-1]["text"] == text_of(script)
+    assert sum(len(d["logprobs"]) for d in deltas) == len(events[-1]["logprobs"])
+    assert ok(node, "stream_whisper1") == []
     assert ok(node, "to_file")["text"] == text_of(script)
     assert ok(node, "chunking_object")["text"] == text_of(script)
     assert ok(node, "translation")["text"] == text_of(script, "translate")

@@ -84,6 +84,18 @@ def test_logprobs_and_token_usage(sdk, script):
     assert value["usage"]["type"] == "tokens" and value["usage"]["input_token_details"]["audio_tokens"] == 200
 
 
+def test_stream(sdk, script):
+    events = ok(sdk, "stream")["value"]
+    types = [e["type"] for e in events]
+    assert types.count("transcript.text.done") == 1 and types[-1] == "transcript.text.done"
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    assert deltas and "".join(d["delta"] for d in deltas) == events[-1]["text"] == text_of(script)
+    assert sum(len(d["logprobs"]) for d in deltas) == len(events[-1]["logprobs"])
+    assert events[-1]["usage"]["type"] == "tokens"
+    # whisper-1 answers a stream request with the ordinary JSON body: the SDK iterates no events.
+    assert ok(sdk, "stream_whisper1")["value"] == []
+
+
 def test_uploads(sdk, script):
     assert ok(sdk, "bytes_upload")["value"]["text"] == text_of(script)
     assert ok(sdk, "chunking_object")["value"]["text"] == text_of(script)

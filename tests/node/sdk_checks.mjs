@@ -45,6 +45,18 @@ await check("to_file", async () =>
 await check("chunking_object", () =>
   tr.create({ file: audio(), model: "whisper-1", chunking_strategy: { type: "server_vad", threshold: 0.4 } }),
 );
+await check("stream", async () => {
+  const events = [];
+  const stream = await tr.create({ file: audio(), model: "gpt-4o-transcribe", stream: true, include: ["logprobs"] });
+  for await (const ev of stream) events.push(ev);
+  return events;
+});
+await check("stream_whisper1", async () => {
+  const events = [];
+  const stream = await tr.create({ file: audio(), model: "whisper-1", stream: true });
+  for await (const ev of stream) events.push(ev);
+  return events;
+});
 await check("translation", () => client.audio.translations.create({ file: audio(), model: "whisper-1" }));
 await check("translation_text", () =>
   client.audio.translations.create({ file: audio(), model: "whisper-1", response_format: "text" }),

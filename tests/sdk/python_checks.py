@@ -69,6 +69,14 @@ check(
         extra_body={"chunking_strategy": {"type": "server_vad", "threshold": 0.4, "silence_duration_ms": 300}},
     ),
 )
+check(
+    "stream",
+    lambda: [
+        e.model_dump(exclude_unset=True)
+        for e in tr.create(file=audio(), model="gpt-4o-transcribe", stream=True, include=["logprobs"])
+    ],
+)
+check("stream_whisper1", lambda: [e.model_dump() for e in tr.create(file=audio(), model="whisper-1", stream=True)])
 check("translation", lambda: client.audio.translations.create(file=audio(), model="whisper-1"))
 check(
     "translation_verbose",

@@ -1,0 +1,73 @@
+"""OpenAI's transcript event stream, rendered from the engine's segments as they are decoded.
+
+Each event is `data: <compact JSON>\\n\\n` (the last one too: the Python SDK drops a final event
+without its blank line); no `event:` lines and no `[DONE]`, as OpenAI sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from sse_starlette import EventSourceResponse
+
+from app.errors import APIError
+from app.render import token_usage
+from engines.base import Segment, TranscriptionInfo
+
+log = logging.getLogger("earshot.streaming")
+
+
+def _event(payload: dict) -> dict:
+    return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
+
+
+def _logprobs(segment: Segment) -> list[dict]:
+    return [{"token": lp.token, "logprob": lp.logprob, "bytes": lp.bytes} for lp in segment.logprobs or []]
+
+
+async def transcript_events(
+    info: TranscriptionInfo, segments: AsyncIterator[Segment], *, logprobs: bool
+) -> AsyncIterator[dict]:
+    """A delta per decoded segment, then `done` with the whole text, logprobs and usage."""
+    text = ""
+    all_logprobs: list[dict] = []
+    output_tokens = 0
+    try:
+        async with aclosing(segments):
+            async for segment in segments:
+                delta = segment.text if text else segment.text.lstrip()
+                output_tokens += len(segment.tokens)
+                if not delta:
+                    continue
+                text += delta
+                event = {"type": "transcript.text.delta", "delta": delta}
+                if logprobs:
+                    event["logprobs"] = _logprobs(segment)
+                    all_logprobs.extend(event["logprobs"])
+                yield _event(event)
+    except Exception as exc:  # the response has started: the error travels as an event
+        if isinstance(exc, APIError):
+            body = exc.body()
+        else:
+            log.exception("transcription failed mid-stream")
+            body = APIError("The server had an error while processing your request.", status=500).body()
+        yield _event(body)
+        return
+    done: dict = {"type": "transcript.text.done", "text": text}
+    if logprobs:
+        done["logprobs"] = all_logprobs
+    done["usage"] = token_usage(info, output_tokens)
+    yield _event(done)
+
+
+def event_response(events: AsyncIterator[dict], ping_seconds: float) -> EventSourceResponse:
+    return EventSourceResponse(
+        events,
+        sep="\n",
+        ping=ping_seconds,
+        # Keep proxies (nginx, CDNs) from buffering the stream.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
