@@ -105,3 +105,26 @@ def wav() -> bytes:
 def http(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=60) as client:
         yield client
+
+
+@pytest.fixture()
+def probed(whisper_model_dir, tmp_path):
+    """Start an in-process server whose real engine is wrapped by a `Probe`."""
+    from app.main import create_app
+    from app.settings import Settings
+    from tests.inprocess import serve_app
+
+    def start(probe, **settings):
+        app = create_app(Settings(asr_model=str(whisper_model_dir), models_dir=tmp_path, **settings))
+        manager = app.state.manager
+        load = manager._load
+
+        def probed_load(key):
+            slot = load(key)
+            probe.wrap(slot.engine)
+            return slot
+
+        manager._load = probed_load
+        return serve_app(app)
+
+    return start

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import httpx
 import openai
 import pytest
 
-from app.main import create_app
-from app.settings import Settings
-from engines.base import Transcription
 from tests.audio_fixtures import encode, speechlike
-from tests.inprocess import serve_app
+from tests.inprocess import Probe
 
 
 def text_of(script):
@@ -107,68 +102,6 @@ def test_python_sdk_stream(server, long_wav, script):
     assert done.text == " ".join([text_of(script)] * 3)
     assert sum(len(d.logprobs) for d in deltas) == len(done.logprobs)
     assert done.usage.input_token_details.audio_tokens == 75 * 50
-
-
-# --- in-process server with a probe around the real engine -------------------------------------
-
-
-class Probe:
-    """Wraps the real engine's segment iterator to observe (and hold) the decoding."""
-
-    def __init__(self, hold_after_first: bool = False, fail_after: int | None = None, delay: float = 0.0) -> None:
-        self.hold_after_first = hold_after_first
-        self.fail_after = fail_after
-        self.delay = delay
-        self.release = threading.Event()
-        self.produced = 0
-        self.finished = threading.Event()
-        self.closed_early = False
-
-    def wrap(self, engine):
-        probe = self
-        original = engine.transcribe
-
-        def transcribe(audio, options):
-            inner = original(audio, options)
-
-            def segments():
-                completed = False
-                try:
-                    for segment in inner.segments:
-                        if probe.fail_after is not None and probe.produced >= probe.fail_after:
-                            raise RuntimeError("injected engine failure")
-                        probe.produced += 1
-                        yield segment
-                        if probe.hold_after_first and probe.produced == 1:
-                            probe.release.wait(timeout=20)
-                        time.sleep(probe.delay)
-                    completed = True
-                finally:
-                    probe.closed_early = not completed
-                    probe.finished.set()
-
-            return Transcription(inner.info, segments())
-
-        engine.transcribe = transcribe
-        return engine
-
-
-@pytest.fixture()
-def probed(whisper_model_dir, tmp_path):
-    def start(probe: Probe, **settings):
-        app = create_app(Settings(asr_model=str(whisper_model_dir), models_dir=tmp_path, **settings))
-        manager = app.state.manager
-        load = manager._load
-
-        def probed_load(key):
-            slot = load(key)
-            probe.wrap(slot.engine)
-            return slot
-
-        manager._load = probed_load
-        return serve_app(app)
-
-    return start
 
 
 def test_first_delta_arrives_while_the_engine_is_still_decoding(probed, long_wav):
