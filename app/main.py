@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.manager = manager
-    app.state.service = TranscriptionService(manager, sse_ping_seconds=settings.sse_ping_seconds)
+    app.state.service = TranscriptionService(
+        manager, max_audio_seconds=settings.max_audio_seconds, sse_ping_seconds=settings.sse_ping_seconds
+    )
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(RequestIdMiddleware)
