@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         False, description="Allow fetching models from the Hugging Face hub. Off: the server never goes online."
     )
     max_audio_seconds: float = Field(
-        4 * 3600.0, description="Longest decoded audio accepted, in seconds; longer uploads get a 400."
+        7200.0, description="Longest decoded audio accepted, in seconds (bounds memory: 16 kHz float32); longer → 400."
     )
     sse_ping_seconds: float = Field(15.0, description="Seconds between SSE keep-alive comments on idle streams.")
     host: str = Field("127.0.0.1", description="Bind address for `earshot serve`.")
