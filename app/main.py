@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from starlette.concurrency import run_in_threadpool
+
+from app import logs
+from app.admission import Admission
+from app.auth import APIKeyMiddleware
 from app.errors import install_error_handlers
+from app.metrics import Metrics
 from app.routes import router
 from app.serving import TranscriptionService
 from app.settings import Settings
@@ -18,10 +26,12 @@ from engines.manager import EngineConfig, ModelManager
 from engines.registry import Registry
 
 log = logging.getLogger("earshot")
+access = logging.getLogger("earshot.access")
 
 
 class RequestIdMiddleware:
-    """Every response, errors included, carries an `x-request-id` like OpenAI's (`req_<hex>`)."""
+    """Every response, errors included, carries an `x-request-id` like OpenAI's (`req_<hex>`), which
+    also tags every log line of the request; one access-log line per request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -30,16 +40,27 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + secrets.token_hex(16)
-        scope.setdefault("state", {})["request_id"] = request_id
+        rid = "req_" + secrets.token_hex(16)
+        token = logs.request_id.set(rid)
+        started = time.monotonic()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access.info(
+                "%s %s %s", scope["method"], scope["path"], status,
+                extra={"method": scope["method"], "path": scope["path"], "status": status,
+                       "duration_ms": round((time.monotonic() - started) * 1000, 1)},
+            )
+            logs.request_id.reset(token)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = Registry.build(settings.asr_model, settings.resolved_registry_file())
     if not len(registry):
         log.warning("no models configured: set EARSHOT_ASR_MODEL or add models/registry.toml")
+    unknown = [name for name in settings.preload if registry.get(name) is None]
+    if unknown:
+        raise ValueError(f"EARSHOT_PRELOAD names unknown models: {unknown}")
+    metrics = Metrics()
     manager = ModelManager(
         EngineConfig(
             models_dir=settings.models_dir,
@@ -58,12 +83,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             num_workers=settings.num_workers,
             batch_size=settings.batch_size,
             allow_downloads=settings.allow_downloads,
-        )
+        ),
+        ttl=settings.model_ttl,
+        max_loaded=settings.max_loaded_models,
+        on_load=lambda kind, model, seconds: metrics.model_load.labels(kind, model).observe(seconds),
     )
+    service = TranscriptionService(
+        manager,
+        admission=Admission(settings.max_concurrent, settings.max_queue),
+        metrics=metrics,
+        max_audio_seconds=settings.max_audio_seconds,
+        sse_ping_seconds=settings.sse_ping_seconds,
+        request_timeout=settings.request_timeout,
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        yield
-        manager.close()
+        for name in settings.preload:
+            entry = registry.get(name)
+            await run_in_threadpool(manager.preload, entry.engine, entry.model)
+        reaper = asyncio.create_task(_unload_idle_models(manager)) if manager.ttl >= 0 else None
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.cancel()
+            manager.close()
 
     app = FastAPI(
         title="Earshot", version="0.1.0", description="OpenAI-compatible speech-to-text server.", lifespan=lifespan
@@ -71,11 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.manager = manager
-    app.state.service = TranscriptionService(
-        manager, max_audio_seconds=settings.max_audio_seconds, sse_ping_seconds=settings.sse_ping_seconds
-    )
+    app.state.metrics = metrics
+    app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(APIKeyMiddleware, keys=settings.accepted_keys())
     app.add_middleware(RequestIdMiddleware)
-
     return app
+
+
+async def _unload_idle_models(manager: ModelManager) -> None:
+    period = min(max(manager.ttl / 4, 0.5), 30)
+    while True:
+        await asyncio.sleep(period)
+        await run_in_threadpool(manager.unload_idle)

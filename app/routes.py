@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.disconnect import ClientGone, cancel_on_disconnect
 from app.errors import APIError
 from app.multipart import read_form
 from app.protocol import TranscriptionRequest, TranslationRequest, parse_request
@@ -21,9 +22,23 @@ _MULTIPART_BODY = {
 
 async def _audio_endpoint(request: Request, model: type) -> Response:
     state = request.app.state
-    async with read_form(request, state.settings.max_upload_bytes) as fields:
-        parsed = parse_request(model, fields, state.registry)
-        return await state.service.handle(parsed)
+    labels = {"model": "invalid", "format": "invalid"}
+    status = 500
+    try:
+        async with read_form(request, state.settings.max_upload_bytes) as fields:
+            parsed = parse_request(model, fields, state.registry)
+            labels = {"model": parsed.entry.id, "format": parsed.response_format}
+            response = await cancel_on_disconnect(request, state.service.handle(parsed))
+        status = response.status_code
+        return response
+    except APIError as exc:
+        status = exc.status
+        raise
+    except ClientGone:
+        status = 499  # nginx's "client closed request": nobody is left to read an answer
+        return Response(status_code=499)
+    finally:
+        state.metrics.requests.labels(labels["model"], labels["format"], str(status)).inc()
 
 
 @router.post("/v1/audio/transcriptions", openapi_extra=_MULTIPART_BODY)
@@ -57,7 +72,23 @@ async def retrieve_model(request: Request, model_id: str) -> JSONResponse:
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    manager = request.app.state.manager
+    """Cheap enough for probes: 200 while requests are taken, 503 when the queue is full."""
+    state = request.app.state
+    admission = state.service.admission
+    full = admission.running >= admission.slots and admission.waiting >= admission.max_queue
     return JSONResponse(
-        {"status": "ok", "models": len(request.app.state.registry), "loaded": [m for _, m in manager.loaded()]}
+        {
+            "status": "full" if full else "ok",
+            "models": len(state.registry),
+            "loaded": [model for _, model in state.manager.loaded()],
+            "queue": {"running": admission.running, "waiting": admission.waiting,
+                      "slots": admission.slots, "max_queue": admission.max_queue},
+        },
+        status_code=503 if full else 200,
     )
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    m = request.app.state.metrics
+    return Response(m.render(), media_type=m.content_type)

@@ -7,10 +7,11 @@ it decodes it; a non-streaming response is that stream collected.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import AsyncIterator
-from contextlib import closing
+from contextlib import aclosing, closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,9 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app import audio as audio_io
+from app.admission import Admission
 from app.errors import APIError
+from app.metrics import Metrics
 from app.render import TranscriptResult, render
 from app.streaming import event_response, transcript_events
 from engines.base import SAMPLE_RATE, Segment, TranscribeOptions, TranscriptionInfo
@@ -36,24 +39,71 @@ class _End:
 
 class TranscriptionService:
     def __init__(
-        self, manager: ModelManager, max_audio_seconds: float | None = None, sse_ping_seconds: float = 15.0
+        self,
+        manager: ModelManager,
+        *,
+        admission: Admission | None = None,
+        metrics: Metrics | None = None,
+        max_audio_seconds: float | None = None,
+        sse_ping_seconds: float = 15.0,
+        request_timeout: float = 0,
     ) -> None:
         self.manager = manager
+        self.admission = admission or Admission(slots=8, max_queue=64)
+        self.metrics = metrics or Metrics()
+        self.metrics.queue_depth.set_function(lambda: self.admission.waiting)
+        self.metrics.in_flight.set_function(lambda: self.admission.running)
+        self.metrics.models_loaded.set_function(lambda: len(manager.loaded()))
         self.max_audio_seconds = max_audio_seconds
         self.sse_ping_seconds = sse_ping_seconds
+        self.request_timeout = request_timeout
 
     async def handle(self, request) -> Response:
-        audio = await self.load_audio(request)
-        options: TranscribeOptions = request.transcribe_options()
-        stream = self.segment_stream(request.entry, audio, options)
-        # The info comes first, after the model loaded and the language was detected: anything
-        # that fails before it is still an ordinary HTTP error, not an event.
-        info = await anext(stream)
-        if request.streams:
-            events = transcript_events(info, stream, logprobs=request.wants_logprobs)
-            return event_response(events, self.sse_ping_seconds)
-        segments = [segment async for segment in stream]
-        return render(request, TranscriptResult(task=options.task, info=info, segments=segments))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.request_timeout if self.request_timeout > 0 else None
+        slot = await self.admission.acquire()
+        handed_over = False
+        try:
+            audio = await self.load_audio(request)
+            options: TranscribeOptions = request.transcribe_options()
+            stream = self.segment_stream(request.entry, audio, options, deadline)
+            # The info comes first, after the model loaded and the language was detected: anything
+            # that fails before it is still an ordinary HTTP error, not an event.
+            info = await anext(stream)
+            if request.streams:
+                events = transcript_events(info, stream, logprobs=request.wants_logprobs)
+                handed_over = True
+                return event_response(self._observed(events, request.entry.id, info, started, slot), self.sse_ping_seconds)
+            segments = [segment async for segment in stream]
+            self._observe_done(request.entry.id, info, loop.time() - started)
+            return render(request, TranscriptResult(task=options.task, info=info, segments=segments))
+        finally:
+            if not handed_over:
+                slot.release()
+
+    def _observe_done(self, model: str, info: TranscriptionInfo, elapsed: float) -> None:
+        self.metrics.latency.labels(model).observe(elapsed)
+        self.metrics.audio_seconds.labels(model).inc(info.duration)
+        if info.duration > 0:
+            self.metrics.real_time_factor.labels(model).observe(elapsed / info.duration)
+
+    async def _observed(
+        self, events: AsyncIterator[dict], model: str, info: TranscriptionInfo, started: float, slot
+    ) -> AsyncIterator[dict]:
+        """The event stream, holding the decoding slot until it ends and timing it."""
+        loop = asyncio.get_running_loop()
+        first = True
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    if first and '"transcript.text.delta"' in event["data"]:
+                        self.metrics.first_delta.labels(model).observe(loop.time() - started)
+                        first = False
+                    yield event
+            self._observe_done(model, info, loop.time() - started)
+        finally:
+            slot.release()
 
     async def load_audio(self, request) -> np.ndarray:
         upload = request.file
@@ -63,7 +113,7 @@ class TranscriptionService:
         )
 
     async def segment_stream(
-        self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions
+        self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions, deadline: float | None = None
     ) -> AsyncIterator[TranscriptionInfo | Segment]:
         """The engine's output as it is produced: first the info, then segments in time order.
 
@@ -103,10 +153,11 @@ class TranscriptionService:
             finally:
                 put(_End())
 
-        loop.run_in_executor(None, produce)
+        # The worker logs under the request's id: it runs in this request's context.
+        loop.run_in_executor(None, contextvars.copy_context().run, produce)
         try:
             while True:
-                item = await queue.get()
+                item = await self._next(queue, deadline)
                 if isinstance(item, _End):
                     break
                 if isinstance(item, ModelNotFound):
@@ -116,6 +167,24 @@ class TranscriptionService:
                 yield item
         finally:
             stop.set()
+
+
+    async def _next(self, queue: asyncio.Queue, deadline: float | None):
+        if deadline is None:
+            return await queue.get()
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(queue.get(), max(remaining, 0))
+        except TimeoutError:
+            raise APIError(
+                f"The request took longer than this server allows ({self.request_timeout:g} seconds, "
+                "EARSHOT_REQUEST_TIMEOUT) and was stopped.",
+                status=504,
+                type="server_error",
+                code="timeout",
+                # The same audio would take as long again.
+                headers={"x-should-retry": "false"},
+            ) from None
 
 
 def silent_info(audio: np.ndarray, options: TranscribeOptions) -> TranscriptionInfo:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -42,9 +42,36 @@ class Settings(BaseSettings):
         7200.0, description="Longest decoded audio accepted, in seconds (bounds memory: 16 kHz float32); longer → 400."
     )
     sse_ping_seconds: float = Field(15.0, description="Seconds between SSE keep-alive comments on idle streams.")
+    preload: Annotated[list[str], NoDecode] = Field(
+        [], description="Model names to load at start-up (comma list); others load on first use."
+    )
+    model_ttl: float = Field(-1, description="Seconds a model may sit unused before it is unloaded; -1 = never.")
+    max_loaded_models: int = Field(0, description="Most models resident at once, least recently used out; 0 = no limit.")
+    max_concurrent: int = Field(8, description="Requests decoding at once (they share models and batches).")
+    max_queue: int = Field(64, description="Requests waiting for a decoding slot; beyond it → 429 with Retry-After.")
+    request_timeout: float = Field(0, description="Seconds a request may run before it is stopped; 0 = no limit.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        [], description="Accepted API keys (comma list). Set: /v1/* needs `Authorization: Bearer <key>`."
+    )
+    api_keys_file: Path | None = Field(None, description="File with one accepted API key per line.")
+    shutdown_timeout: float = Field(30, description="On SIGTERM, seconds to let in-flight requests finish.")
+    log_format: Literal["json", "text"] = Field("json", description="Log lines as JSON objects or plain text.")
     host: str = Field("127.0.0.1", description="Bind address for `earshot serve`.")
     port: int = Field(8000, description="Port for `earshot serve`.")
     log_level: str = Field("info", description="Log level.")
+
+    @field_validator("preload", "api_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    def accepted_keys(self) -> list[str]:
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            keys += [line.strip() for line in self.api_keys_file.read_text().splitlines() if line.strip()]
+        return keys
 
     def resolved_registry_file(self) -> Path | None:
         if self.registry_file is not None:

@@ -53,8 +53,25 @@ LOADERS: dict[str, Callable[[Path, EngineConfig], SpeechEngine]] = {"whisper": _
 
 
 class ModelManager:
-    def __init__(self, config: EngineConfig) -> None:
+    """Shares one engine per model among all requests.
+
+    A model loads on first use (or at start-up via `preload`), once even when several requests
+    ask for it together. It unloads after `ttl` seconds unused (negative: never) or, when more than
+    `max_loaded` are resident, least recently used first; never while a request holds it.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        ttl: float = -1,
+        max_loaded: int = 0,
+        on_load: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self.config = config
+        self.ttl = ttl
+        self.max_loaded = max_loaded
+        self.on_load = on_load
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -62,6 +79,15 @@ class ModelManager:
     def loaded(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self._loaded)
+
+    def users(self, engine_kind: str, model_ref: str) -> int:
+        with self._lock:
+            slot = self._loaded.get((engine_kind, model_ref))
+            return slot.users if slot else 0
+
+    def preload(self, engine_kind: str, model_ref: str) -> None:
+        with self.use(engine_kind, model_ref):
+            pass
 
     @contextmanager
     def use(self, engine_kind: str, model_ref: str) -> Iterator[SpeechEngine]:
@@ -74,6 +100,7 @@ class ModelManager:
             with self._lock:
                 slot.users -= 1
                 slot.last_used = time.monotonic()
+            self._evict_over_capacity()
 
     def _acquire(self, key: tuple[str, str]) -> _Loaded:
         with self._lock:
@@ -93,7 +120,8 @@ class ModelManager:
             with self._lock:
                 slot.users += 1
                 self._loaded[key] = slot
-                return slot
+        self._evict_over_capacity()
+        return slot
 
     def _load(self, key: tuple[str, str]) -> _Loaded:
         kind, model_ref = key
@@ -105,10 +133,38 @@ class ModelManager:
         engine = loader(model_dir, self.config)
         seconds = time.monotonic() - started
         log.info("loaded %s model %s from %s in %.2fs", kind, model_ref, model_dir, seconds)
+        if self.on_load is not None:
+            self.on_load(kind, model_ref, seconds)
         return _Loaded(engine=engine, load_seconds=seconds)
 
-    def close(self) -> None:
+    def _unload_where(self, pick: Callable[[dict[tuple[str, str], _Loaded]], list[tuple[str, str]]]) -> list:
         with self._lock:
-            slots, self._loaded = list(self._loaded.values()), {}
-        for slot in slots:
+            keys = pick(self._loaded)
+            slots = [(key, self._loaded.pop(key)) for key in keys]
+        for key, slot in slots:
+            log.info("unloaded %s model %s", *key)
             slot.engine.close()
+        return [key for key, _ in slots]
+
+    def _evict_over_capacity(self) -> None:
+        if self.max_loaded <= 0:
+            return
+
+        def least_recently_used(loaded):
+            idle = sorted((s.last_used, k) for k, s in loaded.items() if s.users == 0)
+            excess = len(loaded) - self.max_loaded
+            return [k for _, k in idle[: max(0, excess)]]
+
+        self._unload_where(least_recently_used)
+
+    def unload_idle(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Unload every model unused for longer than the TTL; returns what was unloaded."""
+        if self.ttl < 0:
+            return []
+        now = time.monotonic() if now is None else now
+        return self._unload_where(
+            lambda loaded: [k for k, s in loaded.items() if s.users == 0 and now - s.last_used > self.ttl]
+        )
+
+    def close(self) -> None:
+        self._unload_where(lambda loaded: list(loaded))

@@ -89,7 +89,7 @@ def test_store_resolution_is_offline(tmp_path):
     assert resolve("faster-whisper-small", tmp_path) == tmp_path / "faster-whisper-small"
     assert resolve("Systran/faster-whisper-tiny", tmp_path) == tmp_path / "Systran--faster-whisper-tiny"
     assert resolve(str(tmp_path / "faster-whisper-small"), Path("/nonexistent")) == tmp_path / "faster-whisper-small"
-    with pytest.raises(ModelNotFound, match="not in the model store"):
+    with pytest.raises(ModelNotFound, match="neither in the model store"):
         resolve("Systran/faster-whisper-huge", tmp_path)
     with pytest.raises(ModelNotFound):
         resolve("nothing-here", tmp_path)
