@@ -74,7 +74,8 @@ class TranscriptionService:
             if request.streams:
                 events = transcript_events(info, stream, logprobs=request.wants_logprobs)
                 handed_over = True
-                return event_response(self._observed(events, request.entry.id, info, started, slot), self.sse_ping_seconds)
+                observed = self._observed(events, request.entry.id, info, started, slot)
+                return event_response(observed, self.sse_ping_seconds, on_close=slot.release)
             segments = [segment async for segment in stream]
             self._observe_done(request.entry.id, info, loop.time() - started)
             return render(request, TranscriptResult(task=options.task, info=info, segments=segments))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from app.errors import APIError
 from app.render import token_usage
@@ -63,11 +64,16 @@ async def transcript_events(
     yield _event(done)
 
 
-def event_response(events: AsyncIterator[dict], ping_seconds: float) -> EventSourceResponse:
+def event_response(
+    events: AsyncIterator[dict], ping_seconds: float, on_close: Callable[[], None] | None = None
+) -> EventSourceResponse:
+    """`on_close` runs when the response ends however it ends, even if the client left before the
+    first event and the event generator never started (so its own cleanup never ran)."""
     return EventSourceResponse(
         events,
         sep="\n",
         ping=ping_seconds,
+        background=BackgroundTask(on_close) if on_close else None,
         # Keep proxies (nginx, CDNs) from buffering the stream.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
