@@ -1,12 +1,15 @@
-"""`earshot` command line: `earshot serve` starts the HTTP server."""
+"""`earshot` command line: `earshot serve` starts the HTTP server; `earshot models` manages the model store."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 import sys
 from typing import get_args
 
+import uvicorn
+
+from app import model_commands
 from app.settings import Settings
 
 
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(
             _flag(name), dest=name, default=None, choices=choices, help=f"{field.description} [EARSHOT_{name.upper()}]"
         )
+    model_commands.add_parsers(commands)
     return parser
 
 
@@ -53,17 +57,46 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         settings = Settings(**overrides)
         return serve(settings)
+    if args.command == "models":
+        return model_commands.run_models(args)
+    if args.command == "health":
+        return model_commands.run_health()
     return 2
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
     from app.main import create_app
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    from app import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    DrainingServer(config).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM after a clean drain ends the process with status 0.
+
+    uvicorn stops accepting on SIGTERM and lets in-flight requests finish (up to the graceful
+    timeout), then re-raises the signal so the process dies by it; orchestrators read that as a
+    failure, so the captured signal is dropped once the drain has completed.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Nothing here goes online unless downloads were explicitly allowed.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -13,12 +14,45 @@ class ModelNotFound(LookupError):
     pass
 
 
+# Read by huggingface_hub, transformers and pyannote.audio; pyannote.audio 4 otherwise sends usage
+# traces to otel.pyannote.ai, and huggingface_hub's telemetry would try too.
+_OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "PYANNOTE_METRICS_ENABLED": "0",
+}
+
+
 def offline_switches(allow_downloads: bool) -> None:
-    """Make every Hugging Face library refuse network access unless downloads are allowed."""
-    if not allow_downloads:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    """Make every Hugging Face library refuse network access unless downloads are allowed.
+
+    Usage telemetry stays off either way: allowing downloads is not consent to report usage.
+    """
+    if allow_downloads:
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+        return
+    os.environ.update(_OFFLINE_ENV)
+    # huggingface_hub reads its switches once, at import: if something imported it already, tell it too.
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+        constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
+def how_to_bring_in(model_ref: str) -> str:
+    repo = model_ref if looks_like_repo_id(model_ref) else "<hugging face repo id>"
+    return (
+        f"To bring it in: on a host with internet access run `earshot models pull {repo}` and "
+        "`earshot models export earshot-models.tar`, carry the bundle over, then run "
+        "`earshot models import earshot-models.tar` here (see models/README.md)."
+    )
+
+
+def looks_like_repo_id(model_ref: str) -> bool:
+    parts = model_ref.split("/")
+    return len(parts) == 2 and all(parts) and not model_ref.startswith((".", "~"))
 
 
 def resolve(model_ref: str, models_dir: Path, allow_downloads: bool = False) -> Path:
@@ -29,12 +63,10 @@ def resolve(model_ref: str, models_dir: Path, allow_downloads: bool = False) -> 
     for candidate in (models_dir / model_ref, models_dir / model_ref.replace("/", "--")):
         if candidate.is_dir():
             return candidate
-    if "/" in model_ref and not direct.is_absolute():
+    if looks_like_repo_id(model_ref) and not direct.is_absolute():
         return _from_hub_cache(model_ref, models_dir, allow_downloads)
-    raise ModelNotFound(
-        f"Model {model_ref!r} was not found: no directory {direct} and nothing named so in the model store "
-        f"{models_dir}. Copy the model folder into the store (see models/README.md)."
-    )
+    where = f"no directory {direct}" if direct.is_absolute() else f"nothing named so in the model store {models_dir}"
+    raise ModelNotFound(f"Model {model_ref!r} is not available on this server: {where}. {how_to_bring_in(model_ref)}")
 
 
 def _from_hub_cache(repo_id: str, models_dir: Path, allow_downloads: bool) -> Path:
@@ -47,8 +79,15 @@ def _from_hub_cache(repo_id: str, models_dir: Path, allow_downloads: bool) -> Pa
         except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
             continue
     if allow_downloads:
-        return Path(snapshot_download(repo_id, cache_dir=models_dir / "hub"))
+        try:
+            return Path(snapshot_download(repo_id, cache_dir=models_dir / "hub"))
+        except Exception as exc:  # hub HTTP errors and the HTTP client's own: a 404 for the model, not a 500
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise ModelNotFound(
+                f"Model {repo_id!r} is not in the model store {models_dir} and could not be downloaded "
+                f"({type(exc).__name__}: {reason}). {how_to_bring_in(repo_id)}"
+            ) from exc
     raise ModelNotFound(
-        f"Model {repo_id!r} is not in the model store {models_dir} nor in the Hugging Face cache, and downloads "
-        "are off (EARSHOT_ALLOW_DOWNLOADS=0). Download it on a connected machine and copy it into the store."
+        f"Model {repo_id!r} is not available on this server: it is neither in the model store {models_dir} nor "
+        f"in the Hugging Face cache, and downloads are off. {how_to_bring_in(repo_id)}"
     )

@@ -1,0 +1,165 @@
+"""Zero network: the server works with no network at all and never tries to reach one.
+
+One run of tests/offline_session.py: the server under the socket guard, inside a network namespace
+whose only interface is loopback (`unshare -n`) where this machine allows one (else under the
+guard alone, and the namespace test is skipped with the reason). It sends every response format
+of transcriptions and translations, a stream, and requests for models that are not on the host.
+The guard's log must stay empty from start to shutdown; the controls below show that the guard
+does see the traffic the hub client would make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.render import timestamp
+from tests.conftest import ROOT
+from tests.offline_session import FORMATS, GUARD_DIR, MISSING_MODEL, UNCACHED_REPO, run
+
+ENVELOPE_KEYS = {"message", "type", "param", "code"}
+
+
+def _text(script, task: str) -> str:
+    return script.text(task).strip()
+
+
+def _unshare() -> tuple[list[str] | None, str]:
+    """A command prefix that runs a program in a new network namespace, or why there is none here."""
+    reasons = []
+    for prefix in (["unshare", "--net"], ["unshare", "--net", "--map-root-user"]):
+        try:
+            probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=20)
+        except FileNotFoundError:
+            return None, "the unshare tool (util-linux) is not installed"
+        if probe.returncode == 0:
+            return prefix, ""
+        reasons.append(f"`{' '.join(prefix)}`: {probe.stderr.strip()}")
+    return None, "cannot create a network namespace here (needs root or unprivileged user namespaces): " + "; ".join(
+        reasons
+    )
+
+
+@pytest.fixture(scope="module")
+def offline_run(whisper_model_dir, tmp_path_factory) -> dict:
+    """The session inside a loopback-only network namespace where one can be made, else under the guard alone."""
+    work = tmp_path_factory.mktemp("offline")
+    prefix, reason = _unshare()
+    if prefix is None:
+        return {**run(whisper_model_dir, work / "session"), "no_namespace": reason}
+    config = work / "config.json"
+    config.write_text(json.dumps({"model_dir": str(whisper_model_dir), "work": str(work / "session")}))
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "tests.offline_session", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
+
+
+def check_every_format(report: dict, script) -> None:
+    answers = report["answers"]
+    assert report["guard"] == [], "network attempts:\n" + "\n".join(
+        f"{g['event']} {g['target']}\n{g['stack']}" for g in report["guard"]
+    )
+    for task in ("transcriptions", "translations"):
+        expected = _text(script, "transcribe" if task == "transcriptions" else "translate")
+        segments = script.segments("transcribe" if task == "transcriptions" else "translate")
+        got = {fmt: answers[f"{task}/{fmt}"] for fmt in FORMATS}
+        for fmt, answer in got.items():
+            assert answer["status"] == 200, (task, fmt, answer)
+        assert json.loads(got["json"]["body"])["text"] == expected
+        assert got["text"]["body"] == expected + "\n"
+        first = segments[0]
+        assert got["srt"]["body"].startswith(
+            f"1\n{timestamp(first.start, ',')} --> {timestamp(first.end, ',')}\n{first.text.strip()}\n"
+        )
+        assert got["vtt"]["body"].startswith(
+            f"WEBVTT\n\n{timestamp(first.start, '.')} --> {timestamp(first.end, '.')}\n{first.text.strip()}\n"
+        )
+        verbose = json.loads(got["verbose_json"]["body"])
+        assert verbose["text"] == expected
+        assert [s["text"] for s in verbose["segments"]] == [s.text for s in segments]
+    assert json.loads(answers["transcriptions/verbose_json"]["body"])["words"]
+
+    stream = answers["transcriptions/stream"]
+    assert stream["status"] == 200 and stream["content_type"].startswith("text/event-stream")
+    events = [json.loads(line[len("data: ") :]) for line in stream["body"].splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "transcript.text.done" and events[-1]["text"] == _text(script, "transcribe")
+
+    assert {m["id"] for m in json.loads(answers["models"]["body"])["data"]} >= {"whisper-1", "missing-model"}
+
+
+def check_missing_models(report: dict) -> None:
+    """A model that is not on the host is a clear 404 naming it and how to bring it in, not a hub attempt."""
+    for key, name in (("missing-model", MISSING_MODEL), ("hub-model", UNCACHED_REPO)):
+        answer = report["answers"][key]
+        assert answer["status"] == 404, answer
+        assert answer["content_type"] == "application/json"
+        error = json.loads(answer["body"])["error"]
+        assert set(error) == ENVELOPE_KEYS
+        assert error["code"] == "model_not_found" and error["param"] == "model"
+        assert repr(name) in error["message"]
+        assert "earshot models pull" in error["message"] and "earshot models import" in error["message"]
+    hub_error = json.loads(report["answers"]["hub-model"]["body"])["error"]["message"]
+    assert f"earshot models pull {UNCACHED_REPO}" in hub_error and "downloads are off" in hub_error
+    assert "Traceback" not in report["server_log"]
+
+
+def test_every_format_with_no_network_and_no_attempt_to_reach_one(offline_run, script):
+    check_every_format(offline_run, script)
+    check_missing_models(offline_run)
+
+
+def test_the_run_had_only_loopback(offline_run):
+    if "no_namespace" in offline_run:
+        pytest.skip(offline_run["no_namespace"])
+    assert offline_run["interfaces"] == ["lo"]
+    assert offline_run["netns"] != os.readlink("/proc/self/ns/net")
+
+
+@pytest.mark.parametrize("switched_off", [False, True])
+def test_offline_switches_stop_the_hub_client_that_the_guard_would_catch(tmp_path, switched_off):
+    """Without the switches the guard records the hub client going out (so an empty log means
+    something); with them, set after huggingface_hub was imported, the client refuses by itself."""
+    log = tmp_path / "guard.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GUARD_DIR), str(ROOT)]), "EARSHOT_NET_GUARD_LOG": str(log)}
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "PYANNOTE_METRICS_ENABLED"):
+        env.pop(var, None)
+    code = (
+        "import os\n"
+        "from huggingface_hub import HfApi\n"
+        "from engines.store import offline_switches\n"
+        f"if {switched_off}:\n"
+        "    offline_switches(allow_downloads=False)\n"
+        "try:\n"
+        f"    HfApi().model_info({UNCACHED_REPO!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, os.environ.get('PYANNOTE_METRICS_ENABLED'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if switched_off:
+        assert done.stdout.split() == ["OfflineModeIsEnabled", "0"]
+        assert entries == []
+    else:
+        assert done.stdout.split()[0] == "ConnectError"
+        assert any(e["target"] == "'huggingface.co'" and e["refused"] for e in entries), entries
+
+
+def test_guard_sees_the_server_go_online_when_downloads_are_allowed(whisper_model_dir, tmp_path):
+    """Control: the same server with EARSHOT_ALLOW_DOWNLOADS=1 does try the hub, and the guard catches it."""
+    report = run(whisper_model_dir, tmp_path, {"EARSHOT_ALLOW_DOWNLOADS": "1"}, every_format=False)
+    assert any("huggingface.co" in g["target"] and g["refused"] for g in report["guard"]), report["guard"]
+    answer = report["answers"]["hub-model"]
+    assert answer["status"] == 404, answer
+    message = json.loads(answer["body"])["error"]["message"]
+    assert "could not be downloaded" in message and f"earshot models pull {UNCACHED_REPO}" in message
