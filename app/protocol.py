@@ -18,6 +18,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -32,6 +33,7 @@ ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized
 TranslationFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 LIST_FIELDS = frozenset({"include", "timestamp_granularities", "known_speaker_names", "known_speaker_references"})
 MAX_KNOWN_SPEAKERS = 4
+MAX_VAD_MS = 3_600_000
 
 
 @dataclass
@@ -70,7 +72,7 @@ def _language(value: Any) -> Any:
     return value.lower()
 
 
-Upload = Annotated[AudioUpload, BeforeValidator(_as_upload)]
+Upload = Annotated[AudioUpload, BeforeValidator(_as_upload), WithJsonSchema({"type": "string", "format": "binary"})]
 Prompt = Annotated[str | None, BeforeValidator(_blank_to_none)]
 Language = Annotated[str | None, BeforeValidator(_language)]
 Temperature = Annotated[float, Field(ge=0, le=1)]
@@ -80,8 +82,9 @@ class ServerVad(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["server_vad"]
-    prefix_padding_ms: int = Field(300, ge=0)
-    silence_duration_ms: int = Field(200, ge=0)
+    # Bounded so that the VAD's sample arithmetic stays in range (10**400 ms overflowed a float).
+    prefix_padding_ms: int = Field(300, ge=0, le=MAX_VAD_MS)
+    silence_duration_ms: int = Field(200, ge=0, le=MAX_VAD_MS)
     threshold: float = Field(0.5, ge=0, le=1)
 
 
@@ -139,7 +142,7 @@ class TranscriptionRequest(_AudioRequest):
             if text.startswith("{"):
                 try:
                     value = json.loads(text)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # broken, or nested deeper than the decoder recurses
                     raise PydanticCustomError("invalid_value", "Invalid 'chunking_strategy': not valid JSON.") from None
             else:
                 raise PydanticCustomError(

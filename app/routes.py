@@ -8,16 +8,10 @@ from fastapi.responses import JSONResponse, Response
 from app.disconnect import ClientGone, cancel_on_disconnect
 from app.errors import APIError
 from app.multipart import read_form
+from app.openapi_body import multipart_body
 from app.protocol import TranscriptionRequest, TranslationRequest, parse_request
 
 router = APIRouter()
-
-_MULTIPART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["file", "model"]}}},
-    }
-}
 
 
 async def _audio_endpoint(request: Request, model: type) -> Response:
@@ -41,12 +35,12 @@ async def _audio_endpoint(request: Request, model: type) -> Response:
         state.metrics.requests.labels(labels["model"], labels["format"], str(status)).inc()
 
 
-@router.post("/v1/audio/transcriptions", openapi_extra=_MULTIPART_BODY)
+@router.post("/v1/audio/transcriptions", openapi_extra=multipart_body(TranscriptionRequest))
 async def create_transcription(request: Request) -> Response:
     return await _audio_endpoint(request, TranscriptionRequest)
 
 
-@router.post("/v1/audio/translations", openapi_extra=_MULTIPART_BODY)
+@router.post("/v1/audio/translations", openapi_extra=multipart_body(TranslationRequest))
 async def create_translation(request: Request) -> Response:
     return await _audio_endpoint(request, TranslationRequest)
 

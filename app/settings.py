@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         7200.0, description="Longest decoded audio accepted, in seconds (bounds memory: 16 kHz float32); longer → 400."
     )
     sse_ping_seconds: float = Field(15.0, description="Seconds between SSE keep-alive comments on idle streams.")
+    body_timeout: float = Field(
+        30.0, description="Seconds an upload may stall (no body bytes arriving) before it is refused with 408; 0 = no limit."
+    )
     preload: Annotated[list[str], NoDecode] = Field(
         [], description="Model names to load at start-up (comma list); others load on first use."
     )
