@@ -66,8 +66,8 @@ def _language(value: Any) -> Any:
     if not isinstance(value, str) or value.lower() not in LANGUAGES:
         raise PydanticCustomError(
             "invalid_value",
-            "Invalid language {value!r}. Language parameter must be specified in ISO-639-1 format.",
-            {"value": value},
+            "Invalid language {value}. Language parameter must be specified in ISO-639-1 format.",
+            {"value": _shown(value)},
         )
     return value.lower()
 
@@ -280,16 +280,30 @@ class TranslationRequest(_AudioRequest):
         return TranscribeOptions(task="translate", prompt=self.prompt, temperature=self.temperature)
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A client's value as it may appear in a message: short, and never a Python object's repr."""
+    if not isinstance(value, (str, int, float, bool, list, dict)) or value is None:
+        return f"a {type(value).__name__}" if value is not None else "null"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Error types raised by this module's own validators carry a finished message.
+_OWN_ERRORS = frozenset({"invalid_type", "invalid_value"})
+
+
 def _describe(err: dict) -> tuple[str, str]:
     """OpenAI-style (message, code) for a pydantic error on a top-level field."""
     param = str(err["loc"][0]) if err["loc"] else "body"
     kind = err["type"]
     ctx = err.get("ctx") or {}
-    got = err.get("input")
+    got = _shown(err.get("input"))
+    if kind in _OWN_ERRORS:
+        return err["msg"], kind
     if kind == "missing":
         return f"Missing required parameter: '{param}'.", "missing_required_parameter"
     if kind == "literal_error":
-        return f"Invalid value: {got!r}. Supported values are: {ctx.get('expected')}.", "invalid_value"
+        return f"Invalid value: {got}. Supported values are: {ctx.get('expected')}.", "invalid_value"
     if kind in ("less_than_equal", "less_than"):
         return (
             f"Invalid '{param}': decimal above maximum value. Expected a value <= {ctx.get('le', ctx.get('lt'))}, "
@@ -309,7 +323,7 @@ def _describe(err: dict) -> tuple[str, str]:
             "array_above_max_length",
         )
     if kind.endswith("_parsing") or kind.endswith("_type"):
-        return f"Invalid type for '{param}': {err['msg']}, but got {got!r}.", "invalid_type"
+        return f"Invalid type for '{param}': {err['msg']}, but got {got}.", "invalid_type"
     return err["msg"], kind
 
 
