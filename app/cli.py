@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 from typing import get_args
 
 import uvicorn
 
 from app import model_commands
+from app.http_protocol import EnvelopeHttpToolsProtocol
 from app.settings import Settings
+
+
+# Trained by tools/train_tiny_model.py; lives in the checkout, not in the wheel.
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "earshot-tiny-en"
 
 
 def _flag(name: str) -> str:
@@ -47,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(
             _flag(name), dest=name, default=None, choices=choices, help=f"{field.description} [EARSHOT_{name.upper()}]"
         )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"serve the bundled demo model ({DEMO_MODEL.name}: a tiny model that knows only a few dozen English words)",
+    )
     model_commands.add_parsers(commands)
     return parser
 
@@ -54,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "demo") and v is not None}
+        if args.demo:
+            overrides["asr_model"] = str(_demo_model(overrides))
         settings = Settings(**overrides)
         return serve(settings)
     if args.command == "models":
@@ -62,6 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return model_commands.run_health()
     return 2
+
+
+def _demo_model(overrides: dict) -> Path:
+    if "asr_model" in overrides:
+        sys.exit("earshot serve: --demo and --asr-model are alternatives; give one")
+    if not (DEMO_MODEL / "model.bin").is_file():
+        sys.exit(f"earshot serve --demo: the demo model is not in this checkout ({DEMO_MODEL})")
+    # Loud on purpose: anyone trying Earshot with it must not mistake it for a speech model.
+    print(
+        f"\n  DEMO MODEL: {DEMO_MODEL.name} recognises only a few dozen English words spoken by\n"
+        f"  espeak-ng voices (digits, 'turn on the light', 'where is my phone', ...); anything else\n"
+        f"  comes out as the nearest words it knows. Vocabulary: {DEMO_MODEL / 'MODEL_CARD.md'}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    return DEMO_MODEL
 
 
 def serve(settings: Settings) -> int:
@@ -77,6 +106,7 @@ def serve(settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        http=EnvelopeHttpToolsProtocol,
     )
     DrainingServer(config).run()
     return 0
