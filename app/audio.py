@@ -79,12 +79,25 @@ def unsupported_shape(what: str) -> APIError:
     return APIError(f"Unsupported audio: {what}.", param="file", code="unsupported_audio")
 
 
-def decode(file: IO[bytes], error_style: str = "whisper", max_seconds: float | None = None) -> np.ndarray:
-    """Decode the first audio stream, downmixed and resampled; blocking, run it in a thread."""
+class Abandoned(Exception):
+    """The request that wanted this audio is gone (`cancel` was set)."""
+
+
+def decode(
+    file: IO[bytes],
+    error_style: str = "whisper",
+    max_seconds: float | None = None,
+    cancel: threading.Event | None = None,
+) -> np.ndarray:
+    """Decode the first audio stream, downmixed and resampled; blocking, run it in a thread.
+
+    Setting `cancel` from another thread stops the decoding at the next frame."""
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     with _decode_slots:
         try:
-            return _decode(file, error_style, limit)
+            return _decode(file, error_style, limit, cancel)
+        except Abandoned:
+            raise
         except APIError as exc:
             error = exc
         except MemoryError:
@@ -98,7 +111,7 @@ def decode(file: IO[bytes], error_style: str = "whisper", max_seconds: float | N
     raise error.with_traceback(None)
 
 
-def _decode(file: IO[bytes], error_style: str, limit: int | None) -> np.ndarray:
+def _decode(file: IO[bytes], error_style: str, limit: int | None, cancel: threading.Event | None) -> np.ndarray:
     file.seek(0)
     with av.open(file, mode="r", metadata_errors="ignore") as container:
         if not container.streams.audio:
@@ -106,13 +119,15 @@ def _decode(file: IO[bytes], error_style: str, limit: int | None) -> np.ndarray:
         stream = container.streams.audio[0]
         _check_shape(stream.codec_context.sample_rate, stream.codec_context.channels)
         samples = _Samples(limit, _capacity(container, limit))
-        _decode_into(samples, container, stream)
+        _decode_into(samples, container, stream, cancel)
     return samples.result()
 
 
-def _decode_into(samples: _Samples, container, stream) -> None:
+def _decode_into(samples: _Samples, container, stream, cancel: threading.Event | None) -> None:
     resampler, shape = None, None
     for frame in _frames(container, stream):
+        if cancel is not None and cancel.is_set():
+            raise Abandoned()
         _check_shape(frame.sample_rate, frame.layout.nb_channels)
         # The cap is checked on what this frame will become, before resampling makes it real.
         samples.check(samples.size + frame.samples * SAMPLE_RATE // frame.sample_rate)

@@ -109,9 +109,15 @@ class TranscriptionService:
     async def load_audio(self, request) -> np.ndarray:
         upload = request.file
         audio_io.check_extension(upload.filename)
-        return await run_in_threadpool(
-            audio_io.decode, upload.file, request.entry.rules.error_style, self.max_audio_seconds
-        )
+        cancel = threading.Event()
+        try:
+            return await run_in_threadpool(
+                audio_io.decode, upload.file, request.entry.rules.error_style, self.max_audio_seconds, cancel
+            )
+        except asyncio.CancelledError:
+            # The client left: the decoding thread would otherwise run on to the end of the file.
+            cancel.set()
+            raise
 
     async def segment_stream(
         self, entry: ModelEntry, audio: np.ndarray, options: TranscribeOptions, deadline: float | None = None

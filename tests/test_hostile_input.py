@@ -467,3 +467,26 @@ def test_unparseable_http_still_gets_the_envelope(server, raw):
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == "malformed_request"
     with httpx.Client(base_url=server.base_url) as http:
         assert http.get("/health").status_code == 200
+
+
+def test_decoding_stops_when_its_request_is_abandoned():
+    """A set cancel event stops decoding at the next frame, well before the end of a 2 h file."""
+    bomb = hostile_audio.flac_constant(2 * 3600)
+    cancel = threading.Event()
+    frames_seen = []
+    original = audio_io._frames
+
+    def counting(container, stream):
+        for frame in original(container, stream):
+            frames_seen.append(frame.samples)
+            if len(frames_seen) == 3:
+                cancel.set()
+            yield frame
+
+    audio_io._frames = counting
+    try:
+        with pytest.raises(audio_io.Abandoned):
+            audio_io.decode(io.BytesIO(bomb), max_seconds=3 * 3600, cancel=cancel)
+    finally:
+        audio_io._frames = original
+    assert len(frames_seen) == 3  # nothing is read after the frame during which the cancel came
