@@ -1,43 +1,46 @@
-"""Build small, *wired* CTranslate2 Whisper models offline, in seconds.
+"""Build wired CTranslate2 Whisper models offline, in about a second.
 
-The models produced here have the real Whisper architecture (conv front end, sinusoid-free
-learned position tables, pre-norm transformer encoder/decoder, 51865/51866-token vocabulary
-with Whisper's special tokens) and load in faster-whisper as ordinary converted models.
-Their weights are random where it does not matter and hand-wired where it does, so that
-decoding deterministically emits a known transcript with known timestamps:
+The models have the real Whisper architecture (conv front end, learned position tables,
+pre-norm transformer encoder and decoder, Whisper's 51865- or 51866-token vocabulary and
+special tokens) and load in faster-whisper as ordinary converted models.  Weights are
+random where they do not matter and hand-wired where they do, so that decoding
+deterministically emits a known script with known timestamps, through the real engine
+(language detection, beam search, temperature fallback, timestamp rules, prompts,
+multi-window seeking, word alignment):
 
-* Decoder: every layer is an identity on the residual stream (self-attention output,
-  cross-attention output and FFN second linear are zero) except two heads in layer 0:
-  one copies "which task token is in the prompt" (<|transcribe|> = +u, <|translate|> = -u)
-  into the residual stream, the other copies "is <|notimestamps|> in the prompt" (+w).
-  Token embeddings of the tokens used by the script are orthonormal, and the output
-  projection is a bigram table: the logits after token x favour next(x), plus a per-token
-  task bias (so both tasks may share timestamp tokens such as <|0.00|>) and, in
-  <|notimestamps|> mode, a penalty on the script's timestamp tokens.  Each chain token has
-  an ordered list of successors; the timestamp rules enforced by CTranslate2 (pairs,
-  monotonicity, "text after two timestamps") pick the right one when the favourite is
-  masked, which handles segment ends equal to the next segment start, and lets the same
-  chain run without timestamps.
-* <|startoftranscript|> strongly predicts the script's language token (language detection),
-  so the probability of <|nospeech|> at that position is ~0.
-* Encoder: a learned position table carries a smooth "time code" in dedicated dimensions
-  that the (random, small) conv front end and layers never write to.  In the alignment
-  heads (head 0 of each decoder layer in the second half), the query of each script text
-  token points at the time of the token that follows it, so cross-attention DTW (word
-  timestamps) lands close to the script's times.  Audio content only perturbs the encoder
-  output slightly (and nothing the decoder reads), so any audio gives the same transcript.
+* Decoder.  Every layer is an identity on the residual stream (self-attention output,
+  cross-attention output and FFN second linear are zero) except two heads of layer 0: one
+  finds the task token in the prompt and writes a "transcribe" or "translate" direction,
+  the other finds <|notimestamps|> and writes a "no timestamps" direction.  Script tokens
+  have orthonormal embeddings and the output projection is a bigram table on them: after
+  token x the scripted next token scores 50, the other task's tokens are penalised and,
+  without timestamps, so are timestamp tokens, letting a segment's last word continue with
+  the next segment's first word.  CTranslate2's timestamp rules (pairs, monotonicity)
+  resolve the rest, e.g. an end timestamp equal to the next start.
+* Beam search (faster-whisper's default: 5 beams, length_penalty 1, so no early exit)
+  stops after 5 finished hypotheses, so no alternative in the beam may finish before the
+  scripted path.  Each script token therefore has a "twin" (a spare token with the same
+  embedding, scored 10 below it) so alternatives substitute tokens rather than skip
+  ahead; everything else scores about 0.  The scripted token's probability is ~1 - 5e-5.
+* <|startoftranscript|> predicts the script's language token (language detection, and a
+  <|nospeech|> probability of ~0).
+* Encoder.  The position table carries a smooth "time code" in dimensions that the small
+  random conv front end and layers never write to.  In the alignment heads (head 0 of each
+  decoder layer in the second half) the query of each script text token points at the
+  time of the token after it, so DTW word timestamps land close to the script's timing.
+  The audio only perturbs what the decoder never reads: any audio gives the same output.
 
 Typical use::
 
-    model_dir = build_whisper_model(tmp_path / "model")
+    model_dir = build_whisper_model(tmp_path / "model")          # DEFAULT_SCRIPT, TEST_DIMS
     WhisperModel(str(model_dir), device="cpu", compute_type="int8")
 
-Limitations (see also ``Script`` validation errors):
+Limitations (the builder raises ValueError with an explanation):
 
-* A text token may appear only once in the whole script (both tasks together); timestamp
-  tokens may be shared between tasks and may repeat only as "end == next start".
-* Every 30 s window decodes the same script (the model does not look at the audio).
-* The number of distinct script tokens must fit into ``d_model`` (about ``d_model - 12``).
+* A text token may appear only once in the whole script (both tasks together).
+  Timestamps may be shared between the tasks and may repeat only as "end == next start".
+* Every 30 s window decodes the whole script, whatever the audio (see expected_segments).
+* The script's distinct tokens must fit in d_model (about d_model - 12 of them).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ __all__ = [
     "load_tokenizer",
     "long_script",
     "special_tokens",
+    "tiktoken_encoding",
 ]
 
 _HERE = Path(__file__).resolve().parent
@@ -354,25 +358,41 @@ DEFAULT_SCRIPT = Script(
 
 
 def expected_segments(
-    script: Script, duration: float, task: str = "transcribe"
+    script: Script,
+    duration: float,
+    task: str = "transcribe",
+    *,
+    without_timestamps: bool = False,
 ) -> list[ScriptedSegment]:
     """Segments faster-whisper yields for `duration` seconds of audio (default options).
 
-    The wired model ignores the audio, so each 30 s window (starting at 0, 30, 60, ...)
-    repeats the script shifted by the window start.  Because the script ends with a single
-    timestamp, faster-whisper advances a full window each time.  A final partial window
-    still produces the whole script (timestamps are not clipped to the audio duration) as
-    long as it holds at least one mel frame.
+    The wired model ignores the audio, so every 30 s window (starting at 0, 30, 60, ...)
+    decodes the same script, shifted by the window start.  The script ends with a single
+    timestamp, so faster-whisper then seeks a full window.  A final partial window still
+    produces the whole script (times are not clipped to the duration).  As in faster-whisper,
+    a window with a single segment (no consecutive timestamp pair) starts at the window
+    start rather than at the segment's start timestamp, and without timestamps a window is
+    one segment spanning its content.
     """
     content_frames = round(duration * SAMPLE_RATE) // 160  # mel frames, as faster-whisper
+    segments = script.segments(task)
     out: list[ScriptedSegment] = []
     seek = 0
     while seek < content_frames:
         offset = seek / 100
-        for seg in script.segments(task):
-            out.append(
-                ScriptedSegment(round(offset + seg.start, 2), round(offset + seg.end, 2), seg.text)
-            )
+        if without_timestamps:
+            size = min(3000, content_frames - seek)
+            text = "".join(s.text for s in segments)
+            if text.strip():
+                out.append(ScriptedSegment(round(offset, 2), round(offset + size / 100, 2), text))
+        elif len(segments) == 1:
+            seg = segments[0]
+            out.append(ScriptedSegment(round(offset, 2), round(offset + seg.end, 2), seg.text))
+        else:
+            for seg in segments:
+                out.append(
+                    ScriptedSegment(round(offset + seg.start, 2), round(offset + seg.end, 2), seg.text)
+                )
         seek += 3000
     return out
 
@@ -401,35 +421,44 @@ def long_script(
     language: str = "en",
     n_vocab: int = 51865,
 ) -> Script:
-    """A script of n_segments segments of distinct single-token words, filling one window.
+    """A script of `n_segments` segments of distinct single-token words, within one window.
 
-    Segments are back to back (``gap_seconds`` apart; 0 means each end timestamp equals the
-    next start, as real Whisper output often has).  The translate script has
-    ``translate_segments`` segments of further distinct words over the same time span.
-    Token count per window (transcribe) is n_segments * (words_per_segment + 2).
+    Segment k spans [k * segment_seconds, (k + 1) * segment_seconds - gap_seconds]; with the
+    default gap of 0 each end timestamp equals the next start, as real Whisper output often
+    has.  segment_seconds defaults to min(3, 29 / n_segments) (rounded down to 0.02 s).
+    The translate script has `translate_segments` segments of further distinct words over
+    the same span.  Tokens per window (transcribe): n_segments * (words_per_segment + 2);
+    e.g. long_script(10, 8) is 100 tokens, a realistic 30 s of speech.
     """
     if n_segments < 1 or words_per_segment < 1:
         raise ValueError("need at least one segment of one word")
-    if segment_seconds is None:
-        segment_seconds = min(3.0, math.floor(29.0 / n_segments / TIME_PRECISION) * TIME_PRECISION)
-    if n_segments * segment_seconds > WINDOW_SECONDS:
-        raise ValueError("script does not fit into one 30 s window")
+    steps = lambda seconds: round(seconds / TIME_PRECISION)  # noqa: E731
+    seg_steps = (
+        min(steps(3.0), steps(29.0) // n_segments)
+        if segment_seconds is None
+        else _ts_index(segment_seconds, "segment_seconds")
+    )
+    gap_steps = _ts_index(gap_seconds, "gap_seconds")
+    if seg_steps <= gap_steps or n_segments * seg_steps > NUM_TIMESTAMPS - 1:
+        raise ValueError("segments must be longer than the gap and fit into one 30 s window")
     words = iter(_single_token_words(n_vocab))
 
-    def make(count: int, seg_len: float) -> tuple[ScriptedSegment, ...]:
-        segs = []
-        for k in range(count):
-            start = round(k * seg_len, 2)
-            end = round(start + seg_len - gap_seconds, 2)
-            text = "".join(" " + next(words) for _ in range(words_per_segment))
-            segs.append(ScriptedSegment(start, end, text))
-        return tuple(segs)
+    def make(count: int, length: int, gap: int) -> tuple[ScriptedSegment, ...]:
+        return tuple(
+            ScriptedSegment(
+                round(k * length * TIME_PRECISION, 2),
+                round(((k + 1) * length - gap) * TIME_PRECISION, 2),
+                "".join(" " + next(words) for _ in range(words_per_segment)),
+            )
+            for k in range(count)
+        )
 
-    transcribe = make(n_segments, segment_seconds)
-    translate = make(
-        translate_segments,
-        round(n_segments * segment_seconds / max(translate_segments, 1), 2),
-    ) if translate_segments else ()
+    transcribe = make(n_segments, seg_steps, gap_steps)
+    translate = (
+        make(translate_segments, n_segments * seg_steps // translate_segments, gap_steps)
+        if translate_segments
+        else ()
+    )
     return Script(transcribe=transcribe, translate=translate, language=language)
 
 
@@ -500,6 +529,7 @@ class _Chain:
     tokens: list[int]  # task token, timestamps and text, ..., <|endoftext|>
     text_tokens: list[int] = field(default_factory=list)
     text_times: list[tuple[float, float]] = field(default_factory=list)  # per text token
+    nots_tokens: list[int] = field(default_factory=list)  # decoded without timestamps
 
 
 @dataclass
@@ -556,11 +586,17 @@ def _compile_chain(task: str, segments, tok, toks: WhisperSpecialTokens) -> _Cha
         if tok.decode(ids) != seg.text:
             raise ValueError(f"{where}: text does not round-trip through the tokenizer")
         chain.tokens += [toks.timestamp(seg.start), *ids, toks.timestamp(seg.end)]
-        n = len(ids)
-        for k in range(n):
-            a = seg.start + (seg.end - seg.start) * k / n
-            b = seg.start + (seg.end - seg.start) * (k + 1) / n
-            chain.text_times.append((a, b))
+        # Spread the segment over its tokens by length; punctuation takes almost no time.
+        weights = []
+        for t in ids:
+            piece = tok.decode([t]).strip()
+            punct = bool(piece) and all(not c.isalnum() for c in piece)
+            weights.append(0.25 if punct else max(len(piece), 1))
+        edges = np.concatenate([[0.0], np.cumsum(weights)]) / sum(weights)
+        for k in range(len(ids)):
+            chain.text_times.append(
+                (seg.start + (seg.end - seg.start) * edges[k], seg.start + (seg.end - seg.start) * edges[k + 1])
+            )
         chain.text_tokens += ids
     chain.tokens.append(toks.eot)
     return chain
@@ -577,17 +613,17 @@ def _design(script: Script, n_vocab: int) -> _Design:
         task: _compile_chain(task, script.segments(task), tok, toks)
         for task in ("transcribe", "translate")
     }
-    # A task with nothing to say: <|task|> <|t|> <|endoftext|>, where <|t|> is a timestamp
-    # the other task does not use; faster-whisper drops the resulting empty segment.
-    for task, other in (("transcribe", "translate"), ("translate", "transcribe")):
+    # A task with nothing to say decodes <|0.00|> <|endoftext|>: faster-whisper drops the
+    # empty segment and seeks a full window (any other lone timestamp makes it seek only that
+    # far when word_timestamps=True).  Without timestamps the first token cannot be
+    # <|endoftext|> (suppress_blank), so it decodes an otherwise unused timestamp instead,
+    # which is empty text too.
+    empty_nots: dict[str, int] = {}
+    for task in chains:
         if len(chains[task].tokens) == 2:
-            used = set(chains[other].tokens)
-            free = next(
-                toks.timestamp_begin + i
-                for i in range(round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION) + 1)
-                if toks.timestamp_begin + i not in used
-            )
-            chains[task].tokens.insert(1, free)
+            chains[task].tokens.insert(1, toks.timestamp(0.0))
+            empty_nots[task] = toks.timestamp(WINDOW_SECONDS - TIME_PRECISION)
+        chains[task].nots_tokens = chains[task].text_tokens or [empty_nots[task]]
 
     # Text tokens: unique across the whole script, and not suppressed by faster-whisper.
     suppressed = set(_non_speech_tokens(n_vocab))
@@ -631,9 +667,19 @@ def _design(script: Script, n_vocab: int) -> _Design:
                 want(x, later[0], _H - _SKIP)
         if chain.text_tokens:
             want(toks.no_timestamps, chain.text_tokens[0], _H)
+    for task, placeholder in empty_nots.items():
+        want(toks.no_timestamps, placeholder, _H)
+        want(placeholder, toks.eot, _H)
+        other = chains["translate" if task == "transcribe" else "transcribe"]
+        if toks.timestamp(0.0) in other.tokens[1:2] and other.tokens[2] != toks.eot:
+            # the other task continues <|0.00|> with text: let that win there (the empty
+            # task's context penalises that text, so <|endoftext|> still wins here)
+            successors[toks.timestamp(0.0)][toks.eot] = _H - _TWIN
     want(toks.sot, toks.language(script.language), _LANG_LOGIT)
 
     members = {task: set(chain.tokens[1:]) for task, chain in chains.items()}
+    for task, placeholder in empty_nots.items():
+        members[task].add(placeholder)
     other_task_penalty = {
         task: {y: -_OTHER_TASK for y in members[other] - members[task]}
         for task, other in (("transcribe", "translate"), ("translate", "transcribe"))
@@ -656,7 +702,7 @@ def _design(script: Script, n_vocab: int) -> _Design:
     nots_penalty = {
         y: -_NOTS_PENALTY
         for y in [*chain_tokens, *twins.values()]
-        if y >= ts_begin
+        if y >= ts_begin and y not in empty_nots.values()
     }
 
     # Alignment: the row of token x in the DTW matrix predicts the next text token; point
@@ -776,12 +822,11 @@ def _check_design(design: _Design, n_vocab: int) -> None:
         if seq != expected:
             raise ValueError(f"wired {task} chain does not replay: {seq} != {expected}")
 
-        # no-timestamps mode: text only
-        if not chain.text_tokens:
-            continue
+        # no-timestamps mode: text only (or the placeholder of an empty script)
+        expected = chain.nots_tokens
         seq = []
         x = toks.no_timestamps
-        for step in range(len(chain.text_tokens) + 1):
+        for step in range(len(expected) + 1):
             y = pick(
                 logits(x, task, nots=True),
                 lambda t, step=step: t in suppressed or (step == 0 and t in (220, toks.eot)),
@@ -791,7 +836,7 @@ def _check_design(design: _Design, n_vocab: int) -> None:
                 break
             seq.append(y)
             x = y
-        if seq != chain.text_tokens:
+        if seq != expected:
             raise ValueError(f"wired {task} chain does not replay without timestamps")
 
 
@@ -898,8 +943,20 @@ def build_whisper_model(
         dims.n_encoder_layers, h, dims.n_decoder_layers, h
     )
 
+    # Random weights only need to look random; drawing ~1.5e9 normals for large-v3 would
+    # take most of the build, so slice windows out of one pool at random offsets.
+    pool = rng.standard_normal(1 << 22, dtype=np.float32)
+
     def normal(*shape, std=1.0):
-        return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+        size = math.prod(shape)
+        out = np.empty(size, np.float32)
+        done = 0
+        while done < size:
+            start = int(rng.integers(0, pool.size))
+            n = min(size - done, pool.size - start)
+            np.multiply(pool[start : start + n], np.float32(std), out=out[done : done + n])
+            done += n
+        return out.reshape(shape)
 
     def layer_norm(ln, size):
         ln.gamma = np.ones(size, dtype=np.float32)
@@ -946,10 +1003,13 @@ def build_whisper_model(
     u_ctx = {"transcribe": basis[:, 0], "translate": basis[:, 1]}
     w_nots = basis[:, 2]
     index = {t: 3 + i for i, t in enumerate(design.wired)}
-    junk = basis[:, 3 + n_wired :]
     scale = math.sqrt(d)  # residual vectors have norm sqrt(d): LayerNorm's eps is negligible
 
-    emb = normal(v, junk.shape[1], std=1 / math.sqrt(junk.shape[1])) @ junk.T.astype(np.float32)
+    # Other tokens: random, orthogonal to the all-ones vector and to the wired directions.
+    emb = normal(v, d, std=1 / math.sqrt(d))
+    emb -= emb.mean(axis=1, keepdims=True)
+    wired_basis = basis[:, : 3 + n_wired].astype(np.float32)
+    emb -= (emb @ wired_basis) @ wired_basis.T
     for t, i in index.items():
         emb[t] = basis[:, i]
     for t, twin in design.twins.items():
