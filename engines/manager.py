@@ -46,6 +46,7 @@ def _load_whisper(model_dir: Path, config: EngineConfig) -> SpeechEngine:
         compute_type=config.compute_type,
         cpu_threads=config.cpu_threads,
         num_workers=config.num_workers,
+        batch_size=config.batch_size,
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from engines import vad
 from engines.base import (
     SAMPLE_RATE,
     Segment,
@@ -26,6 +29,17 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # faster-whisper keeps only the last max_length // 2 - 1 prompt tokens.
 MAX_PROMPT_TOKENS = 223
 ENCODER_POSITIONS_PER_SECOND = 50
+# VAD chunks decoded together when the batch size is 0 ("per device"); see bench/vad_batching.py.
+DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 4}
+# faster-whisper's defaults for the fallback decision and the no-speech skip.
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+BEAM_SIZE = 5
+BEST_OF = 5
+MAX_INITIAL_TIMESTAMP = 1.0
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 def pick_device(device: str) -> str:
@@ -52,12 +66,14 @@ class WhisperEngine:
         compute_type: str = "auto",
         cpu_threads: int = 0,
         num_workers: int = 1,
+        batch_size: int = 0,
     ) -> None:
         from faster_whisper import WhisperModel
 
         self.device = pick_device(device)
         self.compute_type = pick_compute_type(compute_type, self.device)
         self.model_dir = Path(model_dir)
+        self.batch_size = batch_size if batch_size > 0 else DEFAULT_BATCH_SIZE.get(self.device, 4)
         self._model = WhisperModel(
             str(model_dir),
             device=self.device,
@@ -77,6 +93,8 @@ class WhisperEngine:
         model = copy.copy(self._model)
         recorder = _AlignRecorder(self._model.model)
         model.model = recorder
+        if options.chunking is not None:
+            return _ChunkedDecoding(model, recorder, audio, options, self.batch_size).start()
         temperature = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
         segments, info = model.transcribe(
             audio,
@@ -88,19 +106,7 @@ class WhisperEngine:
             word_timestamps=options.word_timestamps or options.token_logprobs,
             vad_filter=False,
         )
-        duration = len(audio) / SAMPLE_RATE
-        prompt_tokens = (
-            min(len(model.hf_tokenizer.encode(" " + options.prompt.strip(), add_special_tokens=False).ids), MAX_PROMPT_TOKENS)
-            if options.prompt and options.prompt.strip()
-            else 0
-        )
-        out_info = TranscriptionInfo(
-            language=info.language,
-            language_probability=float(info.language_probability),
-            duration=duration,
-            audio_tokens=math.ceil(duration * ENCODER_POSITIONS_PER_SECOND),
-            prompt_tokens=prompt_tokens,
-        )
+        out_info = _info(model, audio, options, info.language, float(info.language_probability))
         return Transcription(out_info, self._segments(segments, model, recorder, options))
 
     def _segments(self, segments, model, recorder: "_AlignRecorder", options: TranscribeOptions) -> Iterator[Segment]:
@@ -136,6 +142,291 @@ class WhisperEngine:
         finally:
             # Closing faster-whisper's generator stops decoding before the next window.
             segments.close()
+
+
+def _prompt_ids(model, prompt: str | None) -> list[int]:
+    if not prompt or not prompt.strip():
+        return []
+    return model.hf_tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
+
+
+def _info(model, audio: np.ndarray, options: TranscribeOptions, language: str, probability: float) -> TranscriptionInfo:
+    duration = len(audio) / SAMPLE_RATE
+    return TranscriptionInfo(
+        language=language,
+        language_probability=probability,
+        duration=duration,
+        audio_tokens=math.ceil(duration * ENCODER_POSITIONS_PER_SECOND),
+        prompt_tokens=min(len(_prompt_ids(model, options.prompt)), MAX_PROMPT_TOKENS),
+    )
+
+
+@dataclass
+class _Encoded:
+    """One batch: its features and encoder output (and, on CPU, the host array behind it)."""
+
+    features: np.ndarray
+    output: object  # ctranslate2.StorageView
+    host: np.ndarray | None = None
+    retry_host: np.ndarray | None = None  # keeps a retry's array alive while CTranslate2 reads it
+
+
+@dataclass
+class _Decoded:
+    """One chunk's kept decode."""
+
+    tokens: list[int]
+    avg_logprob: float
+    temperature: float
+    compression_ratio: float
+    no_speech_prob: float
+    needs_fallback: bool = False
+
+
+class _ChunkedDecoding:
+    """VAD chunks decoded in batches over CTranslate2 (faster-whisper's helpers for prompts,
+    timestamps and word alignment), with the same fallback rules as sequential decoding.
+
+    Work is done batch by batch as segments are consumed: features and encoder output exist for
+    one batch at a time, so memory does not grow with the length of the audio. Chunks are
+    decoded independently (no previous-text conditioning; the caller's prompt goes to each), and
+    every time is mapped back to the original audio through the chunk's spans.
+    """
+
+    def __init__(
+        self, model, recorder: "_AlignRecorder", audio: np.ndarray, options: TranscribeOptions, batch_size: int
+    ) -> None:
+        self.model = model
+        self.recorder = recorder
+        self.audio = audio
+        self.options = options
+        self.batch_size = batch_size
+        self.temperatures = list(FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,))
+        # Alignment gives word times and per-token probabilities (logprobs) alike.
+        self.needs_alignment = options.word_timestamps or options.token_logprobs
+
+    def start(self) -> Transcription:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model, options = self.model, self.options
+        batches = _batched(vad.plan_chunks(self.audio, options.chunking), self.batch_size)
+        first = next(batches, None)
+        encoded = None
+        language, probability = options.language, 1.0
+        if first is not None:
+            encoded = self._encode(first)
+        if not model.model.is_multilingual:
+            language = "en"
+        elif language is None and encoded is not None:
+            # Detected on the first chunk, i.e. on speech rather than on leading silence.
+            token, probability = model.model.detect_language(encoded.output)[0][0]
+            language = token[2:-2]
+        elif language is None:
+            language = "en"  # no speech found: nothing will be decoded
+        self.tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
+        )
+        self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
+        self.prompt = model.get_prompt(self.tokenizer, _prompt_ids(model, options.prompt), without_timestamps=False)
+        info = _info(model, self.audio, options, language, float(probability))
+        if first is None:
+            return Transcription(info, _no_segments())
+        return Transcription(info, self._segments(itertools.chain([(first, encoded)], ((b, None) for b in batches))))
+
+    def _encode(self, chunks: list[vad.Chunk]) -> _Encoded:
+        import ctranslate2
+        from faster_whisper.audio import pad_or_trim
+
+        extract = self.model.feature_extractor
+        features = np.stack([pad_or_trim(extract(c.samples(self.audio))[..., :-1]) for c in chunks])
+        ct2 = self.model.model
+        # numpy has no bfloat16, so such outputs cannot be joined on the host.
+        if ct2.device != "cpu" or "bfloat16" in ct2.compute_type:
+            return _Encoded(features, self.model.encode(features))
+        # On CPU the encoder's matrices are large already: a batch only adds cache misses (about a
+        # quarter more CPU time at 8 chunks), so chunks are encoded one by one and the outputs
+        # joined for the batched decoder, where batching does pay.
+        outputs = np.concatenate([np.asarray(self.model.encode(f)) for f in features])
+        return _Encoded(features, ctranslate2.StorageView.from_array(outputs), outputs)
+
+    def _subset(self, encoded: _Encoded, rows: list[int]):
+        """The encoder output of some chunks of a batch."""
+        if len(rows) == len(encoded.features):
+            return encoded.output
+        if encoded.host is not None:
+            import ctranslate2
+
+            encoded.retry_host = np.ascontiguousarray(encoded.host[rows])
+            return ctranslate2.StorageView.from_array(encoded.retry_host)
+        # A device tensor cannot be sliced without another array library; retries are rare, so
+        # the failing chunks are encoded again.
+        return self.model.encode(encoded.features[rows])
+
+    def _segments(self, batches: Iterable[tuple[list[vad.Chunk], _Encoded | None]]) -> Iterator[Segment]:
+        index = 0
+        for chunks, encoded in batches:
+            encoded = encoded or self._encode(chunks)
+            decoded = self._decode(chunks, encoded)
+            for chunk, segments, result in self._split(chunks, decoded, encoded.output):
+                for seg in segments:
+                    yield self._segment(index, chunk, seg, result)
+                    index += 1
+
+    def _generate(self, encoder_output, count: int, temperature: float) -> list[_Decoded]:
+        from faster_whisper.transcribe import get_compression_ratio
+
+        if temperature > 0:
+            kwargs = {
+                "beam_size": 1, "num_hypotheses": BEST_OF, "sampling_topk": 0, "sampling_temperature": temperature
+            }
+        else:
+            kwargs = {"beam_size": BEAM_SIZE, "patience": 1.0}
+        results = self.model.model.generate(
+            encoder_output,
+            [list(self.prompt) for _ in range(count)],
+            length_penalty=1.0,
+            max_length=self.model.max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self.suppress,
+            max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP / self.model.time_precision),
+            **kwargs,
+        )
+        out = []
+        for result in results:
+            tokens = result.sequences_ids[0]
+            # faster-whisper's recovery of the average log probability from the length-normalised score.
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            ratio = get_compression_ratio(self.tokenizer.decode(tokens).strip())
+            needs = ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
+            if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD:
+                needs = False  # silence: the no-speech rule below drops it
+            out.append(_Decoded(tokens, avg_logprob, temperature, ratio, result.no_speech_prob, needs))
+        return out
+
+    def _decode(self, chunks: list[vad.Chunk], encoded: _Encoded) -> list[_Decoded]:
+        """Temperature fallback per chunk, as faster-whisper's sequential decoding, but batched: the
+        chunks that fail at one temperature are decoded again together at the next."""
+        first, rest = self.temperatures[0], self.temperatures[1:]
+        attempts = [[d] for d in self._generate(encoded.output, len(chunks), first)]
+        failing = [i for i, a in enumerate(attempts) if a[-1].needs_fallback]
+        for temperature in rest:
+            if not failing:
+                break
+            retry = self._subset(encoded, failing)
+            for i, d in zip(failing, self._generate(retry, len(failing), temperature)):
+                attempts[i].append(d)
+            failing = [i for i in failing if attempts[i][-1].needs_fallback]
+        kept = []
+        for i, tries in enumerate(attempts):
+            if i in failing and len(tries) > 1:
+                # All failed: the best average log probability among the not-too-repetitive ones.
+                below = [d for d in tries if d.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
+                best = max(below or tries, key=lambda d: d.avg_logprob)
+                kept.append(
+                    _Decoded(
+                        best.tokens, best.avg_logprob, tries[-1].temperature, best.compression_ratio, best.no_speech_prob
+                    )
+                )
+            else:
+                kept.append(tries[-1])
+        return kept
+
+    def _split(self, chunks: list[vad.Chunk], decoded: list[_Decoded], encoder_output):
+        """Per chunk: its segments (dicts with local times) and its decode."""
+        model, tokenizer = self.model, self.tokenizer
+        window = model.feature_extractor.chunk_length  # 30 s
+        groups = []
+        for k, (chunk, d) in enumerate(zip(chunks, decoded)):
+            skip = d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob <= LOG_PROB_THRESHOLD
+            # Word alignment carries state from segment to segment (the last speech time), so the
+            # chunks of a batch are laid out k * 30 s apart to keep their times increasing; the
+            # offset is removed again below.
+            offset = k * window
+            frames = math.ceil(chunk.num_samples / model.feature_extractor.hop_length)
+            if skip:
+                groups.append([dict(seek=round(offset * model.frames_per_second), start=offset, end=offset, tokens=[])])
+                continue
+            segments, _, _ = model._split_segments_by_timestamps(
+                tokenizer=tokenizer,
+                tokens=d.tokens,
+                time_offset=offset,
+                segment_size=frames,
+                segment_duration=chunk.duration,
+                seek=round(offset * model.frames_per_second),
+            )
+            groups.append(segments)
+        if self.needs_alignment:
+            model.add_word_timestamps(
+                groups,
+                tokenizer,
+                encoder_output,
+                [math.ceil(c.num_samples / model.feature_extractor.hop_length) for c in chunks],
+                PREPEND_PUNCTUATIONS,
+                APPEND_PUNCTUATIONS,
+                0.0,
+            )
+        for k, (chunk, d, segments) in enumerate(zip(chunks, decoded, groups)):
+            offset = k * window
+            kept = []
+            for seg in segments:
+                text = tokenizer.decode(seg["tokens"])
+                # faster-whisper's rule: empty and zero-length segments are not output.
+                if not text.strip() or seg["start"] == seg["end"]:
+                    continue
+                seg["text"] = text
+                seg["start"] -= offset
+                seg["end"] -= offset
+                for w in seg.get("words") or []:
+                    w["start"] -= offset
+                    w["end"] -= offset
+                kept.append(seg)
+            yield chunk, kept, d
+
+    def _segment(self, index: int, chunk: vad.Chunk, seg: dict, d: _Decoded) -> Segment:
+        eot = self.tokenizer.eot
+        text_tokens = [t for t in seg["tokens"] if t < eot]
+        logprobs = None
+        if self.options.token_logprobs:
+            probs = self.recorder.take(text_tokens)
+            logprobs = [_token_logprob(self.model.hf_tokenizer, t, p) for t, p in zip(text_tokens, probs)]
+        words = None
+        if self.options.word_timestamps:
+            words = [
+                Word(
+                    w["word"],
+                    round(chunk.to_original(w["start"]), 3),
+                    round(chunk.to_original(w["end"], is_end=True), 3),
+                    float(w["probability"]),
+                )
+                for w in seg.get("words") or []
+            ]
+        return Segment(
+            id=index,
+            seek=round(chunk.start / self.model.feature_extractor.hop_length),
+            start=round(chunk.to_original(seg["start"]), 3),
+            end=round(chunk.to_original(seg["end"], is_end=True), 3),
+            text=seg["text"],
+            tokens=list(seg["tokens"]),
+            temperature=float(d.temperature),
+            avg_logprob=float(d.avg_logprob),
+            compression_ratio=float(d.compression_ratio),
+            no_speech_prob=float(d.no_speech_prob),
+            words=words,
+            logprobs=logprobs,
+        )
+
+
+def _no_segments() -> Iterator[Segment]:
+    yield from ()
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 class _AlignRecorder:
