@@ -1,9 +1,9 @@
 // Drives a live Earshot with the official Node SDK and prints what it returned, as JSON.
-// Usage: node sdk_checks.mjs BASE_URL AUDIO.wav
+// Usage: node sdk_checks.mjs BASE_URL AUDIO.wav SPEECH.ogg
 import fs from "node:fs";
 import OpenAI, { toFile } from "openai";
 
-const [baseURL, audioPath] = process.argv.slice(2);
+const [baseURL, audioPath, speechPath] = process.argv.slice(2);
 const client = new OpenAI({ baseURL, apiKey: "sk-test-1234", maxRetries: 0 });
 const results = {
   version: JSON.parse(fs.readFileSync(new URL("./node_modules/openai/package.json", import.meta.url))).version,
@@ -43,7 +43,7 @@ await check("to_file", async () =>
   tr.create({ file: await toFile(fs.readFileSync(audioPath), "speech.wav"), model: "gpt-4o-mini-transcribe" }),
 );
 await check("chunking_object", () =>
-  tr.create({ file: audio(), model: "whisper-1", chunking_strategy: { type: "server_vad", threshold: 0.4 } }),
+  tr.create({ file: fs.createReadStream(speechPath), model: "whisper-1", chunking_strategy: { type: "server_vad", threshold: 0.4 } }),
 );
 await check("stream", async () => {
   const events = [];

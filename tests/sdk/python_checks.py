@@ -1,7 +1,7 @@
 """Drives a live Earshot with the official Python SDK and prints what the SDK returned, as JSON.
 
 Standalone (only `openai` needed), so the tests can run it under several SDK releases:
-    python python_checks.py BASE_URL AUDIO.wav NATIVE_MODEL_NAME
+    python python_checks.py BASE_URL AUDIO.wav NATIVE_MODEL_NAME SPEECH.ogg
 """
 
 import json
@@ -11,7 +11,7 @@ import traceback
 import openai
 from openai import OpenAI
 
-base_url, audio_path, native = sys.argv[1], sys.argv[2], sys.argv[3]
+base_url, audio_path, native, speech_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 client = OpenAI(base_url=base_url, api_key="sk-test-1234", _strict_response_validation=True, max_retries=0)
 results: dict = {"version": openai.__version__}
 
@@ -64,7 +64,7 @@ check("bytes_upload", lambda: tr.create(file=open(audio_path, "rb").read(), mode
 check(
     "chunking_object",
     lambda: tr.create(
-        file=audio(),
+        file=open(speech_path, "rb"),
         model="whisper-1",
         extra_body={"chunking_strategy": {"type": "server_vad", "threshold": 0.4, "silence_duration_ms": 300}},
     ),
@@ -77,6 +77,7 @@ check(
     ],
 )
 check("stream_whisper1", lambda: [e.model_dump() for e in tr.create(file=audio(), model="whisper-1", stream=True)])
+check("chunking_auto", lambda: tr.create(file=open(speech_path, "rb"), model="whisper-1", chunking_strategy="auto"))
 check("translation", lambda: client.audio.translations.create(file=audio(), model="whisper-1"))
 check(
     "translation_verbose",
