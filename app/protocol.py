@@ -230,6 +230,7 @@ class TranscriptionRequest(_AudioRequest):
             word_timestamps="word" in self.granularities,
             token_logprobs=self.wants_logprobs,
             chunking=self.chunking(),
+            streaming=self.streams,
         )
 
     def chunking(self) -> Chunking | None:

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         0, description="VAD chunks decoded together in one batch; 0 = per device (16 on CUDA, 4 on CPU)."
     )
+    cross_request_batching: bool = Field(
+        True, description="Merge decoding work of concurrent requests into shared engine batches."
+    )
+    batch_wait_ms: float = Field(
+        10.0, description="How long a decoding call waits for others to join its batch (only when others are running)."
+    )
     diarization_model: str | None = Field(
         None, description="pyannote speaker-diarization pipeline folder (config.yaml + sub-models) for diarized_json."
     )

@@ -24,8 +24,21 @@ sys.path.insert(0, str(ROOT))
 from tests.audio_fixtures import encode, speechlike  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 from tests.factories import whisper_model as factory  # noqa: E402
+from tests.speech_clips import clips, compose  # noqa: E402
 
 DIMS = {"test": factory.TEST_DIMS, "tiny": factory.TINY_DIMS, "base": factory.BASE_DIMS, "small": factory.SMALL_DIMS}
+
+
+def speech_input(seconds: float):
+    """Sentences with pauses, up to `seconds` (VAD needs real speech to find chunks)."""
+    layout, total, i = [0.5], 0.5, 0
+    sentences = clips()
+    while total < seconds:
+        sentence = sentences[i % len(sentences)]
+        layout += [sentence, 0.8]
+        total += len(sentence) / 16000 + 0.8
+        i += 1
+    return compose(layout).audio
 
 
 def main() -> None:
@@ -39,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = factory.build_whisper_model(tmp / f"wired-{args.dims}", dims=DIMS[args.dims])
-        wav = encode(speechlike(args.seconds), "wav")
+        wav = encode(speech_input(args.seconds) if args.chunking else speechlike(args.seconds), "wav")
         server = start_server(
             {"EARSHOT_ASR_MODEL": str(model_dir), "EARSHOT_MODELS_DIR": str(tmp), "EARSHOT_LOG_LEVEL": "warning"},
             tmp / "server.log",

@@ -38,6 +38,8 @@ class TranscribeOptions:
     token_logprobs: bool = False
     # None: Whisper's standard sequential 30 s windows.
     chunking: Chunking | None = None
+    # The caller streams: produce the first text as early as possible, even at some batching cost.
+    streaming: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ class EngineConfig:
     cpu_threads: int = 0
     num_workers: int = 1
     batch_size: int = 0
+    cross_request_batching: bool = True
+    batch_wait_ms: float = 10.0
+    # Told the number of rows of every engine decoding call (for metrics).
+    on_batch: Callable[[int], None] | None = None
     allow_downloads: bool = False
 
 
@@ -47,6 +51,9 @@ def _load_whisper(model_dir: Path, config: EngineConfig) -> SpeechEngine:
         cpu_threads=config.cpu_threads,
         num_workers=config.num_workers,
         batch_size=config.batch_size,
+        cross_request_batching=config.cross_request_batching,
+        batch_wait_ms=config.batch_wait_ms,
+        on_batch=config.on_batch,
     )
 
 

@@ -298,13 +298,18 @@ def padded_spans(audio: np.ndarray, chunking: Chunking, gain: float = 1.0) -> It
         yield start, end
 
 
-def plan_chunks(audio: np.ndarray, chunking: Chunking) -> Iterator[Chunk]:
-    """Chunks of at most 30 s of speech, in time order, produced as the VAD advances."""
+def plan_chunks(audio: np.ndarray, chunking: Chunking, first_chunk_seconds: float | None = None) -> Iterator[Chunk]:
+    """Chunks of at most 30 s of speech, in time order, produced as the VAD advances.
+
+    `first_chunk_seconds` closes the first chunk at the first pause after that much speech (a
+    stream then shows its first words sooner); the cut still falls only in silence."""
     gain = loudness_gain(audio) if chunking.normalise_loudness else 1.0
     spans: list[tuple[int, int]] = []
     length = 0
+    first_limit = None if first_chunk_seconds is None else int(first_chunk_seconds * SAMPLE_RATE)
     for start, end in padded_spans(audio, chunking, gain):
-        if spans and length + (end - start) > MAX_CHUNK_SAMPLES:
+        if spans and (length + (end - start) > MAX_CHUNK_SAMPLES or (first_limit is not None and length >= first_limit)):
+            first_limit = None
             yield Chunk(tuple(spans), gain)
             spans, length = [], 0
         if spans and spans[-1][1] == start:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engines import vad
+from engines.batching import BatchedModel, GenerateBatcher
 from engines.base import (
     SAMPLE_RATE,
     Segment,
@@ -22,6 +23,7 @@ from engines.base import (
     TranscriptionInfo,
     Word,
 )
+from engines.features import WindowedFeatureExtractor
 
 # OpenAI documents temperature 0 as "raise the temperature until the thresholds are met",
 # which is faster-whisper's fallback schedule.
@@ -36,6 +38,8 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 BEAM_SIZE = 5
+# A stream's first VAD chunk ends at the first pause after this much speech.
+STREAM_FIRST_CHUNK_SECONDS = 5.0
 BEST_OF = 5
 MAX_INITIAL_TIMESTAMP = 1.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -67,6 +71,9 @@ class WhisperEngine:
         cpu_threads: int = 0,
         num_workers: int = 1,
         batch_size: int = 0,
+        cross_request_batching: bool = True,
+        batch_wait_ms: float = 10.0,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -83,18 +90,48 @@ class WhisperEngine:
             num_workers=num_workers,
             local_files_only=True,
         )
+        self._batcher = None
+        if cross_request_batching:
+            self._batcher = GenerateBatcher(
+                max_rows=self.batch_size,
+                wait_seconds=batch_wait_ms / 1000,
+                workers=num_workers,
+                sot=self._model.hf_tokenizer.token_to_id("<|startoftranscript|>"),
+                on_batch=on_batch,
+            )
 
     def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
         self._model = None
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
         # Each call works on a shallow copy whose CTranslate2 handle records alignment
         # probabilities, so concurrent requests never see each other's tokens.
         model = copy.copy(self._model)
-        recorder = _AlignRecorder(self._model.model)
+        recorder = _AlignRecorder(BatchedModel(self._model.model, self._batcher))
         model.model = recorder
+        if self._batcher is None:
+            return self._start(model, recorder, audio, options)
+        self._batcher.enter()
+        try:
+            transcription = self._start(model, recorder, audio, options)
+        except BaseException:
+            self._batcher.leave()
+            raise
+        return Transcription(transcription.info, self._counted(transcription.segments))
+
+    def _counted(self, segments: Iterator[Segment]) -> Iterator[Segment]:
+        try:
+            yield from segments
+        finally:
+            self._batcher.leave()
+
+    def _start(self, model, recorder: "_AlignRecorder", audio: np.ndarray, options: TranscribeOptions) -> Transcription:
         if options.chunking is not None:
             return _ChunkedDecoding(model, recorder, audio, options, self.batch_size).start()
+        # faster-whisper would compute the whole file's spectrogram up front (~14.5 x the audio).
+        model.feature_extractor = WindowedFeatureExtractor(model.feature_extractor)
         temperature = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
         segments, info = model.transcribe(
             audio,
@@ -210,7 +247,11 @@ class _ChunkedDecoding:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model, options = self.model, self.options
-        batches = _batched(vad.plan_chunks(self.audio, options.chunking), self.batch_size)
+        # A stream's first chunk is short and decoded alone, so its words go out early.
+        first_size = 1 if options.streaming else self.batch_size
+        first_seconds = STREAM_FIRST_CHUNK_SECONDS if options.streaming else None
+        plan = vad.plan_chunks(self.audio, options.chunking, first_chunk_seconds=first_seconds)
+        batches = _batched(plan, self.batch_size, first_size)
         first = next(batches, None)
         encoded = None
         language, probability = options.language, 1.0
@@ -423,8 +464,10 @@ def _no_segments() -> Iterator[Segment]:
     yield from ()
 
 
-def _batched(items: Iterable, size: int) -> Iterator[list]:
+def _batched(items: Iterable, size: int, first_size: int | None = None) -> Iterator[list]:
     iterator = iter(items)
+    if first := list(itertools.islice(iterator, first_size or size)):
+        yield first
     while batch := list(itertools.islice(iterator, size)):
         yield batch
 

@@ -233,3 +233,19 @@ def test_one_shared_model_serves_threads_at_once(conversation, speech):
         parallel = list(pool.map(lambda a: np.concatenate(list(vad.speech_probabilities(a))), inputs * 2))
     for got, want in zip(parallel, serial * 2):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_streams_first_chunk_closes_at_the_first_pause_after_five_seconds(conversation):
+    plain = list(vad.plan_chunks(conversation.audio, Chunking()))
+    eager = list(vad.plan_chunks(conversation.audio, Chunking(), first_chunk_seconds=5.0))
+    first = eager[0]
+    # The first chunk holds at least 5 s of speech, and stops at the first region boundary after that.
+    assert first.duration >= 5.0
+    assert first.duration - (first.spans[-1][1] - first.spans[-1][0]) / SAMPLE_RATE < 5.0
+    assert first.duration < plain[0].duration
+    spans = [span for c in eager for span in c.spans]
+    for start, end in spans:
+        assert conversation.in_silence(start) and conversation.in_silence(end - 1)
+    # The same audio is covered either way; only where the chunks are cut moved.
+    assert sum(c.num_samples for c in eager) == sum(c.num_samples for c in plain)
+    assert all(c.num_samples <= 30 * SAMPLE_RATE for c in eager)
