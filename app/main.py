@@ -66,7 +66,7 @@ class RequestIdMiddleware:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     store.offline_switches(settings.allow_downloads)
-    registry = Registry.build(settings.asr_model, settings.resolved_registry_file())
+    registry = Registry.build(settings.asr_model, settings.resolved_registry_file(), settings.diarization_model)
     if not len(registry):
         log.warning("no models configured: set EARSHOT_ASR_MODEL or add models/registry.toml")
     unknown = [name for name in settings.preload if registry.get(name) is None]
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_wait_ms=settings.batch_wait_ms,
             on_batch=lambda rows: metrics.batch_size.observe(rows),
             allow_downloads=settings.allow_downloads,
+            speaker_match_threshold=settings.speaker_match_threshold,
         ),
         ttl=settings.model_ttl,
         max_loaded=settings.max_loaded_models,

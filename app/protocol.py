@@ -183,6 +183,18 @@ class TranscriptionRequest(_AudioRequest):
                 param="known_speaker_names",
                 code="invalid_value",
             )
+        names = [name.strip() for name in self.known_speaker_names]
+        if not all(names) or len(set(names)) != len(names):
+            raise APIError(
+                "known_speaker_names must be non-empty and unique.", param="known_speaker_names", code="invalid_value"
+            )
+        if self.response_format == "diarized_json" and entry.diarization_model is None:
+            raise APIError(
+                f"response_format 'diarized_json' needs a speaker-diarization model, and none is configured for "
+                f"model '{self.model}' on this server (EARSHOT_DIARIZATION_MODEL).",
+                param="response_format",
+                code="unsupported_value",
+            )
         if self.timestamp_granularities and rules.granularities_need_verbose_json and self.response_format != "verbose_json":
             raise APIError(
                 "timestamp_granularities is only supported with response_format 'verbose_json'.",
@@ -216,6 +228,15 @@ class TranscriptionRequest(_AudioRequest):
         return "logprobs" in self.include
 
     @property
+    def diarizes(self) -> bool:
+        return self.response_format == "diarized_json"
+
+    @property
+    def known_speakers(self) -> list[tuple[str, str]]:
+        """(name, data URL) pairs."""
+        return [(name.strip(), ref) for name, ref in zip(self.known_speaker_names, self.known_speaker_references)]
+
+    @property
     def granularities(self) -> frozenset[str]:
         if self.response_format != "verbose_json":
             return frozenset()
@@ -227,7 +248,8 @@ class TranscriptionRequest(_AudioRequest):
             language=self.language,
             prompt=self.prompt,
             temperature=self.temperature,
-            word_timestamps="word" in self.granularities,
+            # Diarized segments are split where the speaker changes between words.
+            word_timestamps="word" in self.granularities or self.diarizes,
             token_logprobs=self.wants_logprobs,
             chunking=self.chunking(),
             streaming=self.streams,

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from engines.base import Segment, TranscriptionInfo
 from engines.languages import language_name
+from engines.speakers import LabelledSegment, transcript_text
 
 
 @dataclass
@@ -104,6 +105,35 @@ def verbose_json(result: TranscriptResult, granularities: frozenset[str]) -> dic
     return body
 
 
+def usage(request, info: TranscriptionInfo, output_tokens: int) -> dict:
+    if request.entry.rules.usage == "tokens":
+        return token_usage(info, output_tokens)
+    return duration_usage(info)
+
+
+def segment_event(segment_id: str, segment: LabelledSegment) -> dict:
+    """One diarized segment: an element of diarized_json's `segments` and a stream event alike."""
+    return {
+        "type": "transcript.text.segment",
+        "id": segment_id,
+        "start": segment.start,
+        "end": segment.end,
+        "text": segment.text,
+        "speaker": segment.speaker,
+    }
+
+
+def diarized_json(result: TranscriptResult, tagged: list[tuple[str, LabelledSegment]], usage: dict) -> dict:
+    """`text` is the speaker-labelled transcript, one turn per line (`<speaker>: <text>`)."""
+    return {
+        "task": "transcribe",
+        "duration": result.info.duration,
+        "text": transcript_text([segment for _, segment in tagged]),
+        "segments": [segment_event(segment_id, segment) for segment_id, segment in tagged],
+        "usage": usage,
+    }
+
+
 def render(request, result: TranscriptResult) -> Response:
     fmt = request.response_format
     if fmt == "text":
@@ -117,8 +147,5 @@ def render(request, result: TranscriptResult) -> Response:
     body: dict = {"text": result.text}
     if request.wants_logprobs:
         body["logprobs"] = logprobs_of(result.segments)
-    if request.entry.rules.usage == "tokens":
-        body["usage"] = token_usage(result.info, result.output_tokens)
-    else:
-        body["usage"] = duration_usage(result.info)
+    body["usage"] = usage(request, result.info, result.output_tokens)
     return JSONResponse(body)

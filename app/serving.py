@@ -15,14 +15,15 @@ from contextlib import aclosing, closing
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app import audio as audio_io
+from app import diarizing
 from app.admission import Admission
 from app.errors import APIError
 from app.metrics import Metrics
-from app.render import TranscriptResult, render
+from app.render import TranscriptResult, diarized_json, render, usage
 from app.streaming import event_response, transcript_events
 from engines.base import SAMPLE_RATE, Segment, TranscribeOptions, TranscriptionInfo
 from engines.manager import ModelManager
@@ -64,13 +65,35 @@ class TranscriptionService:
         deadline = started + self.request_timeout if self.request_timeout > 0 else None
         slot = await self.admission.acquire()
         handed_over = False
+        job: diarizing.DiarizationJob | None = None
         try:
             audio = await self.load_audio(request)
+            if getattr(request, "diarizes", False):
+                job = await self.start_diarization(request, audio)
             options: TranscribeOptions = request.transcribe_options()
             stream = self.segment_stream(request.entry, audio, options, deadline)
             # The info comes first, after the model loaded and the language was detected: anything
             # that fails before it is still an ordinary HTTP error, not an event.
             info = await anext(stream)
+            if job is not None:
+                if request.streams:
+                    events = diarizing.diarized_events(
+                        info, stream, lambda: self._diarization_result(job, deadline), lambda i, n: usage(request, i, n)
+                    )
+                    handed_over = True
+                    observed = self._observed(events, request.entry.id, info, started, slot, job.stop)
+
+                    def close() -> None:
+                        slot.release()
+                        job.stop.set()
+
+                    return event_response(observed, self.sse_ping_seconds, on_close=close)
+                tagger = diarizing.Tagger(await self._diarization_result(job, deadline))
+                segments = [segment async for segment in stream]
+                self._observe_done(request.entry.id, info, loop.time() - started)
+                result = TranscriptResult(task=options.task, info=info, segments=segments)
+                tagged = [piece for segment in segments for piece in tagger.tag(segment)]
+                return JSONResponse(diarized_json(result, tagged, usage(request, info, result.output_tokens)))
             if request.streams:
                 events = transcript_events(info, stream, logprobs=request.wants_logprobs)
                 handed_over = True
@@ -82,6 +105,34 @@ class TranscriptionService:
         finally:
             if not handed_over:
                 slot.release()
+                if job is not None:
+                    job.stop.set()
+
+    async def start_diarization(self, request, audio: np.ndarray) -> diarizing.DiarizationJob:
+        """Checks that need the audio, then the diarization, in a worker thread next to the recogniser."""
+        diarizing.check_chunking(request, audio)
+        references = await run_in_threadpool(diarizing.decode_references, request)
+        stop = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(
+            None,
+            contextvars.copy_context().run,
+            diarizing.diarize, self.manager, request.entry, audio, references, stop,
+        )  # fmt: skip
+        return diarizing.DiarizationJob(future, stop)
+
+    async def _diarization_result(self, job: diarizing.DiarizationJob, deadline: float | None) -> diarizing.SpeakerMap:
+        remaining = None if deadline is None else max(deadline - asyncio.get_running_loop().time(), 0)
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), remaining)
+        except TimeoutError:
+            job.stop.set()
+            raise self._timeout() from None
+        except ModelNotFound as exc:
+            # The server's diarization model is missing: the client's request was fine.
+            raise APIError(
+                f"Speaker diarization is unavailable: {exc}", status=500, code="diarization_model_not_found",
+                headers={"x-should-retry": "false"},
+            ) from None  # fmt: skip
 
     def _observe_done(self, model: str, info: TranscriptionInfo, elapsed: float) -> None:
         self.metrics.latency.labels(model).observe(elapsed)
@@ -90,7 +141,8 @@ class TranscriptionService:
             self.metrics.real_time_factor.labels(model).observe(elapsed / info.duration)
 
     async def _observed(
-        self, events: AsyncIterator[dict], model: str, info: TranscriptionInfo, started: float, slot
+        self, events: AsyncIterator[dict], model: str, info: TranscriptionInfo, started: float, slot,
+        stop: threading.Event | None = None,
     ) -> AsyncIterator[dict]:
         """The event stream, holding the decoding slot until it ends and timing it."""
         loop = asyncio.get_running_loop()
@@ -105,6 +157,8 @@ class TranscriptionService:
             self._observe_done(model, info, loop.time() - started)
         finally:
             slot.release()
+            if stop is not None:
+                stop.set()
 
     async def load_audio(self, request) -> np.ndarray:
         upload = request.file
@@ -183,15 +237,18 @@ class TranscriptionService:
         try:
             return await asyncio.wait_for(queue.get(), max(remaining, 0))
         except TimeoutError:
-            raise APIError(
-                f"The request took longer than this server allows ({self.request_timeout:g} seconds, "
-                "EARSHOT_REQUEST_TIMEOUT) and was stopped.",
-                status=504,
-                type="server_error",
-                code="timeout",
-                # The same audio would take as long again.
-                headers={"x-should-retry": "false"},
-            ) from None
+            raise self._timeout() from None
+
+    def _timeout(self) -> APIError:
+        return APIError(
+            f"The request took longer than this server allows ({self.request_timeout:g} seconds, "
+            "EARSHOT_REQUEST_TIMEOUT) and was stopped.",
+            status=504,
+            type="server_error",
+            code="timeout",
+            # The same audio would take as long again.
+            headers={"x-should-retry": "false"},
+        )
 
 
 def silent_info(audio: np.ndarray, options: TranscribeOptions) -> TranscriptionInfo:

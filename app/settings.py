@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     diarization_model: str | None = Field(
         None, description="pyannote speaker-diarization pipeline folder (config.yaml + sub-models) for diarized_json."
     )
+    speaker_match_threshold: float | None = Field(
+        None,
+        description="Cosine similarity from which a known speaker's reference names a diarized voice; "
+        "default: the value for community-1's WeSpeaker ResNet34 embeddings (0.75).",
+    )
     max_upload_bytes: int = Field(26_214_400, description="Largest accepted request body, in bytes (OpenAI: 25 MiB).")
     allow_downloads: bool = Field(
         False, description="Allow fetching models from the Hugging Face hub. Off: the server never goes online."

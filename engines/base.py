@@ -6,7 +6,7 @@ Routes and the serving layer only see these types; each engine module (e.g.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -97,6 +97,53 @@ class SpeechEngine(Protocol):
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
         """Start transcribing 16 kHz mono float32 `audio`; segments are decoded as they are consumed."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's memory (model weights, device buffers)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One speaker talking alone from `start` to `end` (seconds)."""
+
+    start: float
+    end: float
+    # The diarizer's own label for the voice (e.g. pyannote's SPEAKER_00), not the API's A/B/C.
+    speaker: str
+
+
+@dataclass
+class Diarization:
+    """Who spoke when.
+
+    `turns` are in time order and never overlap (overlapping speech is given to one speaker),
+    which is what attributing transcript words needs. `embeddings` holds one vector per speaker
+    label, computed from that speaker's own speech in the same space as `Diarizer.embed`, so a
+    reference recording can be compared with it; a speaker with too little speech has none.
+    """
+
+    turns: list[Turn]
+    embeddings: dict[str, np.ndarray]
+
+
+class Diarizer(Protocol):
+    """What the serving layer needs from a speaker-diarization engine."""
+
+    # Cosine similarity at or above which a reference recording and a diarized speaker are taken
+    # to be the same voice; it belongs to the embedding model (see engines.speakers).
+    match_threshold: float
+
+    def diarize(
+        self, audio: np.ndarray, *, embed_speakers: bool = True, should_stop: Callable[[], bool] | None = None
+    ) -> Diarization:
+        """Diarize 16 kHz mono float32 `audio`; `embed_speakers=False` skips the per-speaker embeddings.
+        `should_stop` is polled between units of work; when it returns True the engine raises."""
+        ...
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        """The speaker embedding of 16 kHz mono float32 `audio` (one voice, a few seconds)."""
         ...
 
     def close(self) -> None:

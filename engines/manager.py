@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines import store
-from engines.base import SpeechEngine
+from engines.base import Diarizer, SpeechEngine
 
 log = logging.getLogger("earshot.models")
 
@@ -30,11 +30,13 @@ class EngineConfig:
     # Told the number of rows of every engine decoding call (for metrics).
     on_batch: Callable[[int], None] | None = None
     allow_downloads: bool = False
+    # None: the diarization engine's default for its embedding model.
+    speaker_match_threshold: float | None = None
 
 
 @dataclass
 class _Loaded:
-    engine: SpeechEngine
+    engine: SpeechEngine | Diarizer
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
     load_seconds: float = 0.0
@@ -57,7 +59,17 @@ def _load_whisper(model_dir: Path, config: EngineConfig) -> SpeechEngine:
     )
 
 
-LOADERS: dict[str, Callable[[Path, EngineConfig], SpeechEngine]] = {"whisper": _load_whisper}
+def _load_pyannote(pipeline_dir: Path, config: EngineConfig) -> Diarizer:
+    from engines.diarization import PyannoteDiarizer
+
+    threshold = {} if config.speaker_match_threshold is None else {"match_threshold": config.speaker_match_threshold}
+    return PyannoteDiarizer(pipeline_dir, device=config.device, device_index=config.device_index, **threshold)
+
+
+LOADERS: dict[str, Callable[[Path, EngineConfig], SpeechEngine | Diarizer]] = {
+    "whisper": _load_whisper,
+    "pyannote": _load_pyannote,
+}
 
 
 class ModelManager:
@@ -98,7 +110,7 @@ class ModelManager:
             pass
 
     @contextmanager
-    def use(self, engine_kind: str, model_ref: str) -> Iterator[SpeechEngine]:
+    def use(self, engine_kind: str, model_ref: str) -> Iterator[SpeechEngine | Diarizer]:
         """Blocking: loads the model on first use. Run it off the event loop."""
         key = (engine_kind, model_ref)
         slot = self._acquire(key)

@@ -28,7 +28,10 @@ class ModelRules:
     usage: Literal["duration", "tokens"] = "duration"
     # Which of OpenAI's wordings an undecodable upload gets.
     error_style: Literal["whisper", "gpt-4o"] = "whisper"
+    # diarized_json (with known speakers) is served when the entry also has a diarization model.
     diarize: bool = False
+    # gpt-4o-transcribe-diarize: inputs over 30 s need a chunking_strategy (OpenAI's documented rule).
+    chunking_over_30s: bool = False
 
 
 PROFILES: dict[str, ModelRules] = {
@@ -45,7 +48,9 @@ PROFILES: dict[str, ModelRules] = {
         usage="tokens",
         error_style="gpt-4o",
         diarize=True,
+        chunking_over_30s=True,
     ),
+    # diarized_json is added (with diarize) when a diarization model is configured.
     "native": ModelRules(
         response_formats=ALL_FORMATS - {"diarized_json"},
         granularities_need_verbose_json=False,
@@ -74,6 +79,8 @@ class ModelEntry:
     rules: ModelRules
     owned_by: str = "earshot"
     created: int = field(default_factory=lambda: int(time.time()))
+    # The pyannote pipeline that diarizes for this name (None: diarized_json is refused).
+    diarization_model: str | None = None
 
 
 class RegistryError(ValueError):
@@ -94,19 +101,33 @@ class Registry:
         return len(self._entries)
 
     @classmethod
-    def build(cls, asr_model: str | None, registry_file: Path | None) -> Registry:
-        """Default routes for `asr_model` (every OpenAI name plus its native name), then the file's entries."""
+    def build(cls, asr_model: str | None, registry_file: Path | None, diarization_model: str | None = None) -> Registry:
+        """Default routes for `asr_model` (every OpenAI name plus its native name), then the file's entries.
+
+        With a `diarization_model`, gpt-4o-transcribe-diarize and the native names diarize
+        (diarized_json); without one, diarized_json is refused for every name.
+        """
         created = int(time.time())
         entries: dict[str, ModelEntry] = {}
         if asr_model:
             for name, profile in OPENAI_NAMES.items():
                 entries[name] = ModelEntry(name, "whisper", asr_model, PROFILES[profile], created=created)
-            for native in native_names(asr_model):
-                entries[native] = ModelEntry(native, "whisper", asr_model, PROFILES["native"], created=created)
+            native = diarizing(PROFILES["native"]) if diarization_model else PROFILES["native"]
+            for name in native_names(asr_model):
+                entries[name] = ModelEntry(name, "whisper", asr_model, native, created=created)
         if registry_file is not None:
             for entry in _read_registry(registry_file, asr_model, created):
                 entries[entry.id] = entry
+        if diarization_model:
+            entries = {
+                name: replace(entry, diarization_model=diarization_model) if entry.rules.diarize else entry
+                for name, entry in entries.items()
+            }
         return cls(list(entries.values()))
+
+
+def diarizing(rules: ModelRules) -> ModelRules:
+    return replace(rules, response_formats=rules.response_formats | {"diarized_json"}, diarize=True)
 
 
 def native_names(model_ref: str) -> list[str]:

@@ -97,6 +97,34 @@ def server(whisper_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
+def diarization_pipeline_dir(tmp_path_factory) -> Path:
+    from tests.factories.pyannote_pipeline import build_pyannote_pipeline
+
+    # Seed 3 splits the test meeting (tests/voices.py) into several speakers with a second or more
+    # of speech each; the tests hold for any seed.
+    return build_pyannote_pipeline(tmp_path_factory.mktemp("models") / "speaker-diarization-random", seed=3)
+
+
+@pytest.fixture(scope="session")
+def diarizing_server(whisper_model_dir, diarization_pipeline_dir, tmp_path_factory) -> Iterator[LiveServer]:
+    """A server with a (random-weight) diarization model. Its known-speaker threshold is -1: every
+    reference names a speaker, so the names' way to the response shows; what the threshold keeps
+    out is tested on the engine (tests/test_diarization_engine.py)."""
+    store = tmp_path_factory.mktemp("store")
+    live = start_server(
+        {
+            "EARSHOT_ASR_MODEL": str(whisper_model_dir),
+            "EARSHOT_MODELS_DIR": str(store),
+            "EARSHOT_DIARIZATION_MODEL": str(diarization_pipeline_dir),
+            "EARSHOT_SPEAKER_MATCH_THRESHOLD": "-1",
+        },
+        tmp_path_factory.mktemp("logs") / "diarizing-server.log",
+    )
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="session")
 def wav() -> bytes:
     return wav_bytes(4.0)
 
