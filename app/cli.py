@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import get_args
@@ -108,8 +110,15 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout,
         http=EnvelopeHttpToolsProtocol,
     )
-    DrainingServer(config).run()
-    return 0
+    server = DrainingServer(config)
+    server.run()
+    # The app has shut down (requests drained, models closed). Native libraries' own teardown at
+    # interpreter exit (thread pools of CTranslate2, onnxruntime, torch) has been seen to abort
+    # the process now and then; nothing is left to clean up, so leave without it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if server.started else 1)
 
 
 class DrainingServer(uvicorn.Server):
