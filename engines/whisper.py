@@ -7,13 +7,13 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from engines import vad
 from engines.batching import BatchedModel, GenerateBatcher
+from engines.bytelevel import unicode_to_bytes
 from engines.base import (
     SAMPLE_RATE,
     Segment,
@@ -504,23 +504,9 @@ class _AlignRecorder:
         return []
 
 
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    # GPT-2's byte-level alphabet, which Whisper's tokenizer uses to spell raw bytes as characters.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
 def token_bytes(tokenizer, token_id: int) -> bytes:
     piece = tokenizer.id_to_token(token_id) or ""
-    decoder = _byte_decoder()
+    decoder = unicode_to_bytes()
     return bytes(decoder[ch] for ch in piece if ch in decoder)
 
 

@@ -70,7 +70,8 @@ def compose(layout: list[np.ndarray | float], noise_dbfs: float = -60.0, seed: i
     return Timeline(np.concatenate(parts).astype(np.float32), speech, silences)
 
 
-def _opus(samples: np.ndarray, bit_rate: int = 24_000) -> bytes:
+def opus_bytes(samples: np.ndarray, bit_rate: int = 24_000) -> bytes:
+    """Committed clips are small Ogg/Opus files (CI decodes them; espeak-ng only regenerates them)."""
     import av
 
     buf = io.BytesIO()
@@ -96,7 +97,7 @@ def _generate() -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     for name, sentence in SENTENCES.items():
         wav = subprocess.run(["espeak-ng", "--stdout", "-v", "en", sentence], capture_output=True, check=True).stdout
-        (ASSETS / f"{name}.ogg").write_bytes(_opus(decode(io.BytesIO(wav))))
+        (ASSETS / f"{name}.ogg").write_bytes(opus_bytes(decode(io.BytesIO(wav))))
 
 
 if __name__ == "__main__":

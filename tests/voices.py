@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.audio_fixtures import RATE
+from tests.speech_clips import opus_bytes
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "voices"
 # clip name -> (espeak-ng voice, sentence)
@@ -65,33 +66,13 @@ def stranger() -> np.ndarray:
     return clip("stranger")
 
 
-def _opus(samples: np.ndarray, bit_rate: int = 24_000) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="ogg") as out:
-        stream = out.add_stream("libopus", rate=48000)
-        stream.layout = "mono"
-        stream.bit_rate = bit_rate
-        pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = RATE
-        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=48000)
-        for resampled in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(resampled):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
-
-
 def _generate() -> None:
     from app.audio import decode
 
     ASSETS.mkdir(parents=True, exist_ok=True)
     for name, (voice, sentence) in CLIPS.items():
         wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", sentence], capture_output=True, check=True).stdout
-        (ASSETS / f"{name}.ogg").write_bytes(_opus(decode(io.BytesIO(wav))))
+        (ASSETS / f"{name}.ogg").write_bytes(opus_bytes(decode(io.BytesIO(wav))))
 
 
 if __name__ == "__main__":

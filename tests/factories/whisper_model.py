@@ -58,6 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.bytelevel import bytes_to_unicode
+
 __all__ = [
     "BASE_DIMS",
     "DEFAULT_SCRIPT",
@@ -130,24 +132,6 @@ def _read_ranks() -> dict[bytes, int]:
     return ranks
 
 
-@functools.lru_cache(maxsize=1)
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode character map."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def special_tokens(n_vocab: int = 51865) -> list[str]:
     """Whisper's special tokens, in id order, for a multilingual vocabulary of n_vocab."""
     n_base = _num_base_tokens()
@@ -172,7 +156,7 @@ def _build_tokenizer_json_text(n_vocab: int) -> str:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     ranks = _read_ranks()
-    byte_encoder = _bytes_to_unicode()
+    byte_encoder = bytes_to_unicode()
 
     def to_str(token: bytes) -> str:
         return "".join(byte_encoder[b] for b in token)

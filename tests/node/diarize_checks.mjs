@@ -3,27 +3,12 @@
 // Node has no extra_body: known speakers go at the top level of the request, as its users pass them.
 import fs from "node:fs";
 import OpenAI from "openai";
+import { check, results } from "./harness.mjs";
 
 const [baseURL, audioPath, knownPath] = process.argv.slice(2);
 const { names, references } = JSON.parse(fs.readFileSync(knownPath, "utf8"));
 const client = new OpenAI({ baseURL, apiKey: "sk-test-1234", maxRetries: 0 });
-const results = {
-  version: JSON.parse(fs.readFileSync(new URL("./node_modules/openai/package.json", import.meta.url))).version,
-};
 const audio = () => fs.createReadStream(audioPath);
-
-async function check(name, call) {
-  try {
-    const value = await call();
-    results[name] = { ok: { type: typeof value, value } };
-  } catch (err) {
-    if (err instanceof OpenAI.APIError) {
-      results[name] = { error: err.constructor.name, status: err.status ?? null, code: err.code ?? null, param: err.param ?? null };
-    } else {
-      results[name] = { exception: String(err && err.stack ? err.stack : err) };
-    }
-  }
-}
 
 const tr = client.audio.transcriptions;
 const diarize = { model: "gpt-4o-transcribe-diarize", response_format: "diarized_json", chunking_strategy: "auto" };

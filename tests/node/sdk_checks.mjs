@@ -2,33 +2,11 @@
 // Usage: node sdk_checks.mjs BASE_URL AUDIO.wav SPEECH.ogg
 import fs from "node:fs";
 import OpenAI, { toFile } from "openai";
+import { check, results } from "./harness.mjs";
 
 const [baseURL, audioPath, speechPath] = process.argv.slice(2);
 const client = new OpenAI({ baseURL, apiKey: "sk-test-1234", maxRetries: 0 });
-const results = {
-  version: JSON.parse(fs.readFileSync(new URL("./node_modules/openai/package.json", import.meta.url))).version,
-};
 const audio = () => fs.createReadStream(audioPath);
-
-async function check(name, call) {
-  try {
-    const value = await call();
-    results[name] = { ok: { type: typeof value, value } };
-  } catch (err) {
-    if (err instanceof OpenAI.APIError) {
-      results[name] = {
-        error: err.constructor.name,
-        status: err.status ?? null,
-        message: err.message,
-        code: err.code ?? null,
-        param: err.param ?? null,
-        type: err.type ?? null,
-      };
-    } else {
-      results[name] = { exception: String(err && err.stack ? err.stack : err) };
-    }
-  }
-}
 
 const tr = client.audio.transcriptions;
 await check("json", () => tr.create({ file: audio(), model: "whisper-1" }));

@@ -6,40 +6,17 @@ Standalone (only `openai` needed), so the tests can run it under several SDK rel
 
 import json
 import sys
-import traceback
 
-import openai
 from openai import OpenAI
+
+from harness import check, results
 
 base_url, audio_path, native, speech_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 client = OpenAI(base_url=base_url, api_key="sk-test-1234", _strict_response_validation=True, max_retries=0)
-results: dict = {"version": openai.__version__}
 
 
 def audio():
     return open(audio_path, "rb")
-
-
-def dump(value):
-    if hasattr(value, "model_dump"):
-        return {"type": type(value).__name__, "value": value.model_dump(exclude_unset=True)}
-    return {"type": type(value).__name__, "value": value}
-
-
-def check(name, call):
-    try:
-        results[name] = {"ok": dump(call())}
-    except openai.APIStatusError as exc:
-        results[name] = {
-            "error": type(exc).__name__,
-            "status": exc.status_code,
-            "message": exc.message,
-            "code": exc.code,
-            "param": exc.param,
-            "type": exc.type,
-        }
-    except Exception as exc:  # report, don't crash: the test decides
-        results[name] = {"exception": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
 
 
 tr = client.audio.transcriptions
