@@ -18,6 +18,7 @@ from tests.audio_fixtures import wav_bytes
 from tests.factories.whisper_model import DEFAULT_SCRIPT, build_whisper_model
 
 ROOT = Path(__file__).resolve().parent.parent
+SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "PYANNOTE_METRICS_ENABLED")
 
 
 def free_port() -> int:
@@ -42,7 +43,10 @@ class LiveServer:
 
 def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float = 60) -> LiveServer:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
+    # In-process apps of earlier tests set the offline switches in this process's environment; a
+    # server must start without them, so that it is seen to set them itself.
+    inherited = ("EARSHOT_",) + SWITCHES
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update({"EARSHOT_HOST": "127.0.0.1", "EARSHOT_PORT": str(port), **env_overrides})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
