@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--dims", choices=sorted(DIMS), default="tiny")
     parser.add_argument("--clients", default="1,2,4,8")
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
+    parser.add_argument("--wait-ms", type=float, default=10.0, help="EARSHOT_BATCH_WAIT_MS of the batched server")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
 
@@ -68,15 +69,15 @@ def main() -> None:
         common = {"EARSHOT_ASR_MODEL": str(model_dir), "EARSHOT_MODELS_DIR": str(tmp), "EARSHOT_LOG_LEVEL": "warning",
                   "EARSHOT_BATCH_SIZE": str(max(counts)), "EARSHOT_MAX_CONCURRENT": str(max(counts))}
         servers = {
-            mode: start_server({**common, "EARSHOT_CROSS_REQUEST_BATCHING": str(mode == "batched").lower()},
-                               tmp / f"{mode}.log")
+            mode: start_server({**common, "EARSHOT_CROSS_REQUEST_BATCHING": str(mode == "batched").lower(),
+                                "EARSHOT_BATCH_WAIT_MS": str(args.wait_ms)}, tmp / f"{mode}.log")
             for mode in ("batched", "unbatched")
         }
         try:
             for server in servers.values():
                 run(server.base_url, wav, 1, 1)  # warm-up: model load
             print(f"model: wired random-weight Whisper '{args.dims}' (int8, CPU); clip {seconds:.1f} s of speech, "
-                  f"chunking_strategy=auto, {args.requests} requests per client")
+                  f"chunking_strategy=auto, {args.requests} requests per client, batch wait {args.wait_ms:g} ms")
             print("clients  batched (audio s/s)  unbatched (audio s/s)  ratio")
             for i, n in enumerate(counts):
                 order = ("batched", "unbatched") if i % 2 == 0 else ("unbatched", "batched")
