@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo",
         action="store_true",
-        help=f"serve the bundled demo model ({DEMO_MODEL.name}: a tiny model that knows only a few dozen English words)",
+        help=f"serve the demo model models/{DEMO_MODEL.name} (a tiny model that knows only a few dozen English "
+        "words; trained by tools/train_tiny_model.py, present only where it has been trained or committed)",
     )
     model_commands.add_parsers(commands)
     return parser
