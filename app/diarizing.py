@@ -23,6 +23,7 @@ import numpy as np
 
 from app import audio as audio_io
 from app.errors import APIError
+from app.streaming import failure_body
 from engines import speakers
 from engines.base import SAMPLE_RATE, Segment, TranscriptionInfo, Turn
 from engines.manager import ModelManager
@@ -167,11 +168,6 @@ async def diarized_events(
                     yield _sse({"type": "transcript.text.delta", "delta": delta, "segment_id": segment_id})
                     yield _sse(segment_event(segment_id, labelled))
     except Exception as exc:  # the response has started: the error travels as an event
-        if isinstance(exc, APIError):
-            body = exc.body()
-        else:
-            log.exception("diarized transcription failed mid-stream")
-            body = APIError("The server had an error while processing your request.", status=500).body()
-        yield _sse(body)
+        yield _sse(failure_body(exc, "diarized transcription"))
         return
     yield _sse({"type": "transcript.text.done", "text": speakers.transcript_text(tagged), "usage": usage(info, output_tokens)})

@@ -25,6 +25,14 @@ def _event(payload: dict) -> dict:
     return {"data": json.dumps(payload, separators=(",", ":"), ensure_ascii=False)}
 
 
+def failure_body(exc: Exception, what: str) -> dict:
+    """The error event for a failure after a stream started; call it from the `except` block."""
+    if isinstance(exc, APIError):
+        return exc.body()
+    log.exception("%s failed mid-stream", what)
+    return APIError("The server had an error while processing your request.", status=500).body()
+
+
 def _logprobs(segment: Segment) -> list[dict]:
     return [{"token": lp.token, "logprob": lp.logprob, "bytes": lp.bytes} for lp in segment.logprobs or []]
 
@@ -50,12 +58,7 @@ async def transcript_events(
                     all_logprobs.extend(event["logprobs"])
                 yield _event(event)
     except Exception as exc:  # the response has started: the error travels as an event
-        if isinstance(exc, APIError):
-            body = exc.body()
-        else:
-            log.exception("transcription failed mid-stream")
-            body = APIError("The server had an error while processing your request.", status=500).body()
-        yield _event(body)
+        yield _event(failure_body(exc, "transcription"))
         return
     done: dict = {"type": "transcript.text.done", "text": text}
     if logprobs:
