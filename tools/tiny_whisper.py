@@ -56,7 +56,8 @@ class Attention(nn.Module):
         self.value = nn.Linear(d, d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x, source=None, causal=False, key_padding=None):
+    def forward(self, x, source=None, causal=False, weights=False):
+        """With weights=True, also the attention weights (b, heads, queries, keys)."""
         source = x if source is None else source
         b, t, d = x.shape
         h = self.heads
@@ -65,16 +66,14 @@ class Attention(nn.Module):
             return y.view(b, -1, h, d // h).transpose(1, 2)
 
         q, k, v = split(self.query(x)), split(self.key(source)), split(self.value(source))
-        mask = None
-        if key_padding is not None:
-            # True = attend; (b, 1, 1, s) combined with causal below when both are needed
-            mask = key_padding[:, None, None, :]
-            if causal:
-                mask = mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()[None, None]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if weights:
+            w = torch.softmax((q @ k.transpose(-1, -2)).float() / math.sqrt(d // h), dim=-1)
+            y = w.to(v.dtype) @ v
         else:
+            w = None
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out(y.transpose(1, 2).reshape(b, t, d))
+        y = self.out(y.transpose(1, 2).reshape(b, t, d))
+        return (y, w) if weights else y
 
 
 class Block(nn.Module):
@@ -87,11 +86,17 @@ class Block(nn.Module):
         self.mlp_ln = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
-    def forward(self, x, audio=None, causal=False, key_padding=None):
-        x = x + self.attn(self.attn_ln(x), causal=causal, key_padding=key_padding)
+    def forward(self, x, audio=None, causal=False, cross_weights=False):
+        x = x + self.attn(self.attn_ln(x), causal=causal)
+        w = None
         if self.cross is not None:
-            x = x + self.cross(self.cross_ln(x), audio)
-        return x + self.mlp(self.mlp_ln(x))
+            if cross_weights:
+                y, w = self.cross(self.cross_ln(x), audio, weights=True)
+            else:
+                y = self.cross(self.cross_ln(x), audio)
+            x = x + y
+        x = x + self.mlp(self.mlp_ln(x))
+        return (x, w) if cross_weights else x
 
 
 class TinyWhisper(nn.Module):
@@ -124,11 +129,19 @@ class TinyWhisper(nn.Module):
             x = block(x)
         return self.enc_ln(x)
 
-    def decode(self, tokens: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, audio: torch.Tensor, alignment: bool = False):
+        """Logits; with alignment=True also the cross-attention weights of the first and of the
+        last layer (the last layer's heads are the alignment heads of the exported model)."""
         x = self.embed(tokens) + self.dec_pos[: tokens.shape[1]]
-        for block in self.dec_blocks:
-            x = block(x, audio, causal=True)
-        return self.dec_ln(x) @ self.embed.weight.T
+        weights = {}
+        last = len(self.dec_blocks) - 1
+        for i, block in enumerate(self.dec_blocks):
+            if alignment and i in (0, last):
+                x, weights[i] = block(x, audio, causal=True, cross_weights=True)
+            else:
+                x = block(x, audio, causal=True)
+        logits = self.dec_ln(x) @ self.embed.weight.T
+        return (logits, (weights[0], weights[last])) if alignment else logits
 
     def forward(self, mel, tokens):
         return self.decode(tokens, self.encode(mel))
@@ -165,7 +178,9 @@ def export_ctranslate2(
     from ctranslate2.specs import whisper_spec
 
     dims = model.dims
-    sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+    # Copies: CTranslate2 quantizes the arrays it is given in place, which would otherwise
+    # overwrite the model's own weights.
+    sd = {k: v.detach().cpu().float().numpy().copy() for k, v in model.state_dict().items()}
     d = dims.d_model
 
     def arr(a):
