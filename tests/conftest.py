@@ -41,7 +41,9 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float = 60) -> LiveServer:
+def start_server(
+    env_overrides: dict[str, str], log_path: Path, timeout: float = 60, args: tuple[str, ...] = ()
+) -> LiveServer:
     port = free_port()
     # In-process apps of earlier tests set the offline switches in this process's environment; a
     # server must start without them, so that it is seen to set them itself.
@@ -50,7 +52,7 @@ def start_server(env_overrides: dict[str, str], log_path: Path, timeout: float =
     env.update({"EARSHOT_HOST": "127.0.0.1", "EARSHOT_PORT": str(port), **env_overrides})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "earshot"), "serve"],
+        [str(Path(sys.executable).parent / "earshot"), "serve", *args],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
