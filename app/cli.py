@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo",
         action="store_true",
         help=f"serve the demo model models/{DEMO_MODEL.name} (a tiny model that knows only a few dozen English "
-        "words; trained by tools/train_tiny_model.py, present only where it has been trained or committed)",
+        "words spoken by espeak-ng voices; trained by tools/train_tiny_model.py and committed in the repository, "
+        "not in the Docker image)",
     )
     model_commands.add_parsers(commands)
     return parser
