@@ -198,19 +198,22 @@ def export_ctranslate2(
         spec.weight = arr(np.concatenate([sd[f"{prefix}.query.weight"], sd[f"{prefix}.key.weight"], sd[f"{prefix}.value.weight"]]))
         spec.bias = arr(np.concatenate([sd[f"{prefix}.query.bias"], np.zeros(d, np.float32), sd[f"{prefix}.value.bias"]]))
 
+    def self_attention_and_mlp(layer, prefix):
+        """The parts encoder and decoder layers share."""
+        ln(layer.self_attention.layer_norm, prefix + ".attn_ln")
+        fused_qkv(layer.self_attention.linear[0], prefix + ".attn")
+        lin(layer.self_attention.linear[1], prefix + ".attn.out")
+        ln(layer.ffn.layer_norm, prefix + ".mlp_ln")
+        lin(layer.ffn.linear_0, prefix + ".mlp.0")
+        lin(layer.ffn.linear_1, prefix + ".mlp.2")
+
     spec = whisper_spec.WhisperSpec(dims.n_encoder_layers, dims.n_heads, dims.n_decoder_layers, dims.n_heads)
     enc = spec.encoder
     lin(enc.conv1, "conv1")
     lin(enc.conv2, "conv2")
     enc.position_encodings.encodings = arr(sinusoids(N_AUDIO_CTX, d).numpy())
     for i, layer in enumerate(enc.layer):
-        p = f"enc_blocks.{i}"
-        ln(layer.self_attention.layer_norm, p + ".attn_ln")
-        fused_qkv(layer.self_attention.linear[0], p + ".attn")
-        lin(layer.self_attention.linear[1], p + ".attn.out")
-        ln(layer.ffn.layer_norm, p + ".mlp_ln")
-        lin(layer.ffn.linear_0, p + ".mlp.0")
-        lin(layer.ffn.linear_1, p + ".mlp.2")
+        self_attention_and_mlp(layer, f"enc_blocks.{i}")
     ln(enc.layer_norm, "enc_ln")
 
     reduced = sd["embed.weight"]
@@ -221,9 +224,7 @@ def export_ctranslate2(
     dec.position_encodings.encodings = arr(sd["dec_pos"])
     for i, layer in enumerate(dec.layer):
         p = f"dec_blocks.{i}"
-        ln(layer.self_attention.layer_norm, p + ".attn_ln")
-        fused_qkv(layer.self_attention.linear[0], p + ".attn")
-        lin(layer.self_attention.linear[1], p + ".attn.out")
+        self_attention_and_mlp(layer, p)
         ln(layer.attention.layer_norm, p + ".cross_ln")
         lin(layer.attention.linear[0], p + ".cross.query")
         layer.attention.linear[1].weight = arr(
@@ -231,9 +232,6 @@ def export_ctranslate2(
         )
         layer.attention.linear[1].bias = arr(np.concatenate([np.zeros(d, np.float32), sd[f"{p}.cross.value.bias"]]))
         lin(layer.attention.linear[2], p + ".cross.out")
-        ln(layer.ffn.layer_norm, p + ".mlp_ln")
-        lin(layer.ffn.linear_0, p + ".mlp.0")
-        lin(layer.ffn.linear_1, p + ".mlp.2")
     ln(dec.layer_norm, "dec_ln")
     dec.projection.weight = arr(full)  # tied, as in Whisper (stored once: CTranslate2 aliases equal arrays)
 

@@ -290,8 +290,13 @@ class WindowMaker:
             if end > start:
                 spoken.append((self.word_class[word], start, end))
 
-    def target(self, placed: list[Placed]) -> list[int]:
-        return self.target_and_spans(placed)[0]
+    @staticmethod
+    def _token_audio(p: Placed, text: list[int]) -> list[tuple[int, int]] | None:
+        """[start, end) samples of the audio each of the utterance's text tokens is about: one
+        token per word, then "." or "?" (the last word's); None where they do not pair up."""
+        if p.cut or not p.words or len(text) != len(p.words) + 1:
+            return None
+        return p.words + [p.words[-1]]
 
     def target_and_spans(self, placed: list[Placed]):
         """Target tokens, and (index in the target, first sample, end sample) of the audio each
@@ -305,20 +310,19 @@ class WindowMaker:
             if k == 0 and start > 1.0:
                 out.append(tk.ts(0.0))  # empty first segment: max_initial_timestamp is 1 s
             text = tk.text(p.text)
-            # one token per word, then "." or "?"; the timestamps around them look at the first
-            # and the last word, so segment times come from the same attention as the words
-            aligned = not p.cut and p.words and len(text) == len(p.words) + 1
-            if aligned:
-                spans.append((len(out), *p.words[0]))
+            # the timestamps around the text look at its first and last word, so segment times
+            # come from the same attention as the words
+            audio = self._token_audio(p, text)
+            if audio:
+                spans.append((len(out), *audio[0]))
             out.append(tk.ts(start))
             if p.cut:
                 break
-            if aligned:
-                for i, (a, b) in enumerate(p.words + [p.words[-1]]):
-                    spans.append((len(out) + i, a, b))
+            if audio:
+                spans += [(len(out) + i, a, b) for i, (a, b) in enumerate(audio)]
             out += text
-            if aligned:
-                spans.append((len(out), *p.words[-1]))
+            if audio:
+                spans.append((len(out), *audio[-1]))
             out.append(tk.ts(math.ceil(p.end / TIME_PRECISION - 1e-6) * TIME_PRECISION))
         if not placed:
             out.append(tk.ts(0.0))
@@ -330,8 +334,9 @@ class WindowMaker:
         spans: list[tuple[int, int, int]] = []
         for p in placed:
             text = self.tokens.text(p.text)
-            if p.words and len(text) == len(p.words) + 1:
-                spans += [(len(out) + i, a, b) for i, (a, b) in enumerate(p.words + [p.words[-1]])]
+            audio = self._token_audio(p, text)
+            if audio:
+                spans += [(len(out) + i, a, b) for i, (a, b) in enumerate(audio)]
             out += text
         return out + [self.tokens.eot], spans
 
