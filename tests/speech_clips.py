@@ -30,14 +30,19 @@ SENTENCES = {
 EDGE_LEVEL = 1e-3
 
 
-@functools.lru_cache(maxsize=None)
-def clip(name: str) -> np.ndarray:
+def trimmed(path: Path) -> np.ndarray:
+    """A committed clip, decoded, with its quiet ends trimmed."""
     from app.audio import decode
 
-    with open(ASSETS / f"{name}.ogg", "rb") as f:
+    with open(path, "rb") as f:
         samples = decode(f)
     loud = np.flatnonzero(np.abs(samples) > EDGE_LEVEL)
     return samples[loud[0] : loud[-1] + 1].copy()
+
+
+@functools.lru_cache(maxsize=None)
+def clip(name: str) -> np.ndarray:
+    return trimmed(ASSETS / f"{name}.ogg")
 
 
 def clips() -> list[np.ndarray]:

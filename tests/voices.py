@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.audio_fixtures import RATE
-from tests.speech_clips import opus_bytes
+from tests.speech_clips import opus_bytes, trimmed
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "voices"
 # clip name -> (espeak-ng voice, sentence)
@@ -29,18 +29,11 @@ CLIPS = {
     "high-2": ("en+f3", "Let us meet again on Thursday and go through the open questions."),
     "stranger": ("en+whisper", "Good afternoon everyone, this is somebody else speaking now."),
 }
-# Samples whose magnitude stays below this at both ends are trimmed: a clip is speech end to end.
-EDGE_LEVEL = 1e-3
 
 
 @functools.lru_cache(maxsize=None)
 def clip(name: str) -> np.ndarray:
-    from app.audio import decode
-
-    with open(ASSETS / f"{name}.ogg", "rb") as f:
-        samples = decode(f)
-    loud = np.flatnonzero(np.abs(samples) > EDGE_LEVEL)
-    return samples[loud[0] : loud[-1] + 1].copy()
+    return trimmed(ASSETS / f"{name}.ogg")
 
 
 @dataclass
