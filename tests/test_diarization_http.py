@@ -8,7 +8,6 @@ import itertools
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,9 +17,9 @@ import pytest
 from engines.speakers import letters
 from tests import voices
 from tests.audio_fixtures import encode, speechlike
+from tests.sdk_runs import SDK_1X, run_sdk_checks
 
 HERE = Path(__file__).parent
-SDK_1X = "openai==1.109.1"
 DIARIZE = {"model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json"}
 SEGMENT_KEYS = {"type", "id", "start", "end", "text", "speaker"}
 
@@ -214,17 +213,7 @@ def known_file(path: Path, names, refs) -> str:
 
 
 def run_python_sdk(sdk: str, server, audio_path: Path, known: str) -> dict:
-    script = str(HERE / "sdk" / "diarize_checks.py")
-    if sdk == "latest":
-        cmd = [sys.executable, script]
-    else:
-        uv = Path(sys.executable).parent / "uv"
-        cmd = [str(uv), "run", "--no-project", "--quiet", "--python", sys.executable, "--with", sdk, "python", script]
-    proc = subprocess.run(
-        cmd + [server.v1, str(audio_path), known], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return run_sdk_checks(sdk, "diarize_checks.py", server.v1, str(audio_path), known)
 
 
 @pytest.fixture(scope="module")

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.sdk_runs import SDK_1X, run_sdk_checks
+
 HERE = Path(__file__).parent
-SDK_1X = "openai==1.109.1"
 
 
 def run_checks(sdk: str, server, audio_path: Path, native: str) -> dict:
-    script = str(HERE / "sdk" / "python_checks.py")
-    if sdk == "latest":
-        cmd = [sys.executable, script]
-    else:
-        uv = Path(sys.executable).parent / "uv"
-        cmd = [str(uv), "run", "--no-project", "--quiet", "--python", sys.executable, "--with", sdk, "python", script]
     speech = HERE / "assets" / "speech" / "fox.ogg"
-    proc = subprocess.run(
-        cmd + [server.v1, str(audio_path), native, str(speech)], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return run_sdk_checks(sdk, "python_checks.py", server.v1, str(audio_path), native, str(speech))
 
 
 @pytest.fixture(scope="module", params=["latest", SDK_1X])
