@@ -48,15 +48,21 @@ def run_threads(fn, n):
     return out
 
 
+def entered_batcher(ids, callers: int, wait_seconds: float = 2.0) -> tuple[GenerateBatcher, list[int]]:
+    """A batcher that `callers` requests have entered, and the list of its batch sizes."""
+    sizes: list[int] = []
+    batcher = GenerateBatcher(max_rows=8, wait_seconds=wait_seconds, sot=ids["startoftranscript"],
+                              on_batch=sizes.append)
+    for _ in range(callers):
+        batcher.enter()
+    return batcher, sizes
+
+
 def test_merged_calls_return_each_callers_own_results_in_order(ct2):
     import ctranslate2
 
     model, ids, encoded = ct2
-    sizes = []
-    batcher = GenerateBatcher(max_rows=8, wait_seconds=2.0, sot=ids["startoftranscript"],
-                              on_batch=sizes.append)
-    for _ in range(6):
-        batcher.enter()
+    batcher, sizes = entered_batcher(ids, callers=6)
     tasks = ["transcribe", "translate", "transcribe", "translate", "transcribe", "translate"]
     expected = {
         task: model.model.generate(ctranslate2.StorageView.from_array(encoded), [prompt(ids, task)], **KW)[0]
@@ -81,11 +87,7 @@ def test_calls_that_cannot_share_a_batch_are_kept_apart(ct2):
     import ctranslate2
 
     model, ids, encoded = ct2
-    sizes = []
-    batcher = GenerateBatcher(max_rows=8, wait_seconds=0.5, sot=ids["startoftranscript"],
-                              on_batch=sizes.append)
-    batcher.enter()
-    batcher.enter()
+    batcher, sizes = entered_batcher(ids, callers=2, wait_seconds=0.5)
     # <|startoftranscript|> at another position (after previous text): CTranslate2 cannot merge them.
     calls = [
         lambda: batcher.generate(model.model, ctranslate2.StorageView.from_array(encoded.copy()), [prompt(ids, "transcribe")], **KW),
@@ -102,11 +104,7 @@ def test_one_bad_call_does_not_fail_its_batch_mates(ct2):
     import ctranslate2
 
     model, ids, encoded = ct2
-    sizes = []
-    batcher = GenerateBatcher(max_rows=8, wait_seconds=2.0, sot=ids["startoftranscript"],
-                              on_batch=sizes.append)
-    for _ in range(3):
-        batcher.enter()
+    batcher, sizes = entered_batcher(ids, callers=3)
     wrong_width = np.ascontiguousarray(encoded[..., : encoded.shape[-1] // 2])
 
     def call(i):
