@@ -17,12 +17,10 @@ Needs espeak-ng.
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import httpx
@@ -31,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.audio_fixtures import encode  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 from tools import tiny_speech  # noqa: E402
 from tools.tiny_speech import SAMPLE_RATE, Voice  # noqa: E402
@@ -52,7 +51,8 @@ MODES = (
 )
 
 
-def recording(minutes: float, seed: int) -> tuple[bytes, str, float]:
+def recording(minutes: float, seed: int) -> tuple[np.ndarray, str]:
+    """The audio (16 kHz) and its true transcript."""
     rng = np.random.default_rng(seed)
     parts = [np.zeros(int(0.7 * SAMPLE_RATE), np.float32)]
     texts = []
@@ -67,14 +67,7 @@ def recording(minutes: float, seed: int) -> tuple[bytes, str, float]:
         texts.append(text)
         total += len(speech) / SAMPLE_RATE + pause
         k += 1
-    audio = np.concatenate(parts) * 0.5
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((audio * 32767).astype("<i2").tobytes())
-    return buf.getvalue(), "".join(texts), len(audio) / SAMPLE_RATE
+    return np.concatenate(parts) * 0.5, "".join(texts)
 
 
 def transcribe(client: httpx.Client, wav: bytes, chunking: str | None) -> tuple[str, float]:
@@ -97,7 +90,8 @@ def main() -> None:
     if not tiny_speech.espeak_available():
         sys.exit("espeak-ng is not installed")
 
-    wav, reference, seconds = recording(args.minutes, args.seed)
+    audio, reference = recording(args.minutes, args.seed)
+    wav, seconds = encode(audio), len(audio) / SAMPLE_RATE
     ref_words = tiny_speech.normalise(reference)
     print(f"recording: {seconds / 60:.1f} min, {len(ref_words)} words, {len(VOICES)} held-out voices")
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,8 +106,9 @@ def main() -> None:
         }
         try:
             clients = {name: httpx.Client(base_url=s.base_url, timeout=1800) for name, s in servers.items()}
-            transcribe(clients["sequential"], wav[: 44 + 32000 * 5], None)  # load the models
-            transcribe(clients["batched"], wav[: 44 + 32000 * 5], "auto")
+            first = encode(audio[: 5 * SAMPLE_RATE])
+            transcribe(clients["sequential"], first, None)  # load the models
+            transcribe(clients["batched"], first, "auto")
             results: dict[tuple[str, str], list] = {(m, b): [] for m, _, b in MODES}
             for _ in range(args.rounds):
                 base = None

@@ -8,16 +8,14 @@ the true speech times are known. Needs `espeak-ng` (installed by `.ci/run`).
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 
+from tests.audio_fixtures import encode
 from tests.conftest import ROOT, start_server, stop_server
 from tools import tiny_speech
 from tools.tiny_speech import SAMPLE_RATE, Voice
@@ -68,16 +66,6 @@ class Clip:
     voice: Voice
 
 
-def _wav(samples: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 def _clip(sentences: tuple[str, ...], voice: Voice) -> Clip:
     parts = [np.zeros(int(0.5 * SAMPLE_RATE), np.float32)]
     spans = []
@@ -89,7 +77,7 @@ def _clip(sentences: tuple[str, ...], voice: Voice) -> Clip:
         pause = PAUSES[k % len(PAUSES)] if k < len(sentences) - 1 else 0.6
         parts += [speech, np.zeros(int(pause * SAMPLE_RATE), np.float32)]
         t += (len(speech) + int(pause * SAMPLE_RATE)) / SAMPLE_RATE
-    return Clip(_wav(np.concatenate(parts) * 0.6), sentences, spans, voice)
+    return Clip(encode(np.concatenate(parts) * 0.6), sentences, spans, voice)
 
 
 @pytest.fixture(scope="module")
@@ -244,5 +232,5 @@ def test_diarized_segments_carry_the_heard_words(client, clips):
 
 def test_silence_gives_no_words(client):
     noise = (np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE) * 0.003).astype(np.float32)
-    result = client.audio.transcriptions.create(file=("quiet.wav", _wav(noise)), model="whisper-1")
+    result = client.audio.transcriptions.create(file=("quiet.wav", encode(noise)), model="whisper-1")
     assert tiny_speech.normalise(result.text) == []
