@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ BEAM_SIZE = 5
 # A stream's first VAD chunk ends at the first pause after this much speech.
 STREAM_FIRST_CHUNK_SECONDS = 5.0
 BEST_OF = 5
+# faster-whisper's limit on a window's first timestamp; a model's `generation_config.json` may set
+# its own (`max_initial_timestamp_index`, as in Hugging Face's Whisper generation config).
 MAX_INITIAL_TIMESTAMP = 1.0
+TIME_PRECISION = 0.02
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -58,6 +62,33 @@ def pick_compute_type(compute_type: str, device: str) -> str:
     if compute_type != "auto":
         return compute_type
     return "float16" if device == "cuda" else "int8"
+
+
+def max_initial_timestamp(model_dir: Path) -> float:
+    """Seconds the first timestamp of a window may be at most, for this model."""
+    try:
+        config = json.loads((Path(model_dir) / "generation_config.json").read_text())
+        index = config["max_initial_timestamp_index"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return MAX_INITIAL_TIMESTAMP
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        return MAX_INITIAL_TIMESTAMP
+    return index * TIME_PRECISION
+
+
+def stated_start(tokens: list[int], window_start: float, start: float, end: float, timestamp_begin: int) -> float:
+    """A segment's start as its first timestamp token states it.
+
+    Whisper's splitting (faster-whisper's too) starts a window's only segment at the window start,
+    although the model said where the speech starts: with 3 s of silence first, the segment would
+    start at 0. Several segments in a window already start at their own timestamp, so this is the
+    same rule for all segments.
+    """
+    if tokens and tokens[0] >= timestamp_begin:
+        stated = window_start + (tokens[0] - timestamp_begin) * TIME_PRECISION
+        if start <= stated < end:
+            return stated
+    return start
 
 
 class WhisperEngine:
@@ -81,6 +112,7 @@ class WhisperEngine:
         self.compute_type = pick_compute_type(compute_type, self.device)
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size if batch_size > 0 else DEFAULT_BATCH_SIZE.get(self.device, 4)
+        self.max_initial_timestamp = max_initial_timestamp(self.model_dir)
         self._model = WhisperModel(
             str(model_dir),
             device=self.device,
@@ -129,7 +161,9 @@ class WhisperEngine:
 
     def _start(self, model, recorder: "_AlignRecorder", audio: np.ndarray, options: TranscribeOptions) -> Transcription:
         if options.chunking is not None:
-            return _ChunkedDecoding(model, recorder, audio, options, self.batch_size).start()
+            return _ChunkedDecoding(
+                model, recorder, audio, options, self.batch_size, self.max_initial_timestamp
+            ).start()
         # faster-whisper would compute the whole file's spectrogram up front (~14.5 x the audio).
         model.feature_extractor = WindowedFeatureExtractor(model.feature_extractor)
         temperature = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
@@ -142,14 +176,23 @@ class WhisperEngine:
             # Alignment is where CTranslate2 reports per-token probabilities, so logprobs need it too.
             word_timestamps=options.word_timestamps or options.token_logprobs,
             vad_filter=False,
+            max_initial_timestamp=self.max_initial_timestamp,
         )
         out_info = _info(model, audio, options, info.language, float(info.language_probability))
         return Transcription(out_info, self._segments(segments, model, recorder, options))
 
     def _segments(self, segments, model, recorder: "_AlignRecorder", options: TranscribeOptions) -> Iterator[Segment]:
         eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
+        timestamp_begin = model.hf_tokenizer.token_to_id("<|0.00|>")
+        frame_seconds = model.feature_extractor.hop_length / SAMPLE_RATE
+        # With alignment, faster-whisper has set segment times from the words already.
+        aligned = options.word_timestamps or options.token_logprobs
         try:
             for index, seg in enumerate(segments):
+                start = seg.start
+                if not aligned:
+                    window_start = seg.seek * frame_seconds
+                    start = stated_start(list(seg.tokens), window_start, seg.start, seg.end, timestamp_begin)
                 text_tokens = [t for t in seg.tokens if t < eot]
                 logprobs = None
                 if options.token_logprobs:
@@ -165,7 +208,7 @@ class WhisperEngine:
                 yield Segment(
                     id=index,
                     seek=int(seg.seek),
-                    start=round(float(seg.start), 3),
+                    start=round(float(start), 3),
                     end=round(float(seg.end), 3),
                     text=seg.text,
                     tokens=list(seg.tokens),
@@ -231,9 +274,16 @@ class _ChunkedDecoding:
     """
 
     def __init__(
-        self, model, recorder: "_AlignRecorder", audio: np.ndarray, options: TranscribeOptions, batch_size: int
+        self,
+        model,
+        recorder: "_AlignRecorder",
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        batch_size: int,
+        max_initial_timestamp: float = MAX_INITIAL_TIMESTAMP,
     ) -> None:
         self.model = model
+        self.max_initial_timestamp = max_initial_timestamp
         self.recorder = recorder
         self.audio = audio
         self.options = options
@@ -332,7 +382,7 @@ class _ChunkedDecoding:
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=self.suppress,
-            max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP / self.model.time_precision),
+            max_initial_timestamp_index=round(self.max_initial_timestamp / self.model.time_precision),
             **kwargs,
         )
         out = []
@@ -418,6 +468,10 @@ class _ChunkedDecoding:
                 if not text.strip() or seg["start"] == seg["end"]:
                     continue
                 seg["text"] = text
+                if not self.needs_alignment:
+                    seg["start"] = stated_start(
+                        seg["tokens"], offset, seg["start"], seg["end"], tokenizer.timestamp_begin
+                    )
                 seg["start"] -= offset
                 seg["end"] -= offset
                 for w in seg.get("words") or []:

@@ -323,6 +323,9 @@ class Script:
     transcribe: tuple[ScriptedSegment, ...]
     translate: tuple[ScriptedSegment, ...]
     language: str = "en"
+    # Other than faster-whisper's 1 s: written to the model's generation_config.json, and the
+    # limit the first segment's start is checked against.
+    max_initial_timestamp: float = MAX_INITIAL_TIMESTAMP
 
     def segments(self, task: str) -> tuple[ScriptedSegment, ...]:
         return {"transcribe": self.transcribe, "translate": self.translate}[task]
@@ -526,6 +529,7 @@ class _Design:
     twins: dict[int, int]  # chain token -> its twin
     align_target: dict[int, float]  # x -> seconds its alignment-head query points at
     wired: list[int]  # tokens with their own orthonormal embedding
+    max_initial_timestamp: float = MAX_INITIAL_TIMESTAMP
 
     def rows(self) -> dict[int, tuple[dict[int, float], dict[str, float], float]]:
         """y -> ({x: logit}, {task: penalty}, nots penalty), twins included."""
@@ -550,7 +554,7 @@ def _ts_index(seconds: float, what: str) -> int:
     return index
 
 
-def _compile_chain(task: str, segments, tok, toks: WhisperSpecialTokens) -> _Chain:
+def _compile_chain(task: str, segments, tok, toks: WhisperSpecialTokens, max_initial: float) -> _Chain:
     chain = _Chain(task=task, tokens=[toks.task(task)])
     prev_end = 0.0
     for i, seg in enumerate(segments):
@@ -559,8 +563,8 @@ def _compile_chain(task: str, segments, tok, toks: WhisperSpecialTokens) -> _Cha
         e_idx = _ts_index(seg.end, f"{where} end")
         if not 0 <= s_idx < e_idx < NUM_TIMESTAMPS:
             raise ValueError(f"{where}: need 0 <= start < end <= 30")
-        if i == 0 and seg.start > MAX_INITIAL_TIMESTAMP:
-            raise ValueError(f"{where}: the first segment must start by {MAX_INITIAL_TIMESTAMP} s")
+        if i == 0 and seg.start > max_initial:
+            raise ValueError(f"{where}: the first segment must start by {max_initial} s")
         if seg.start < prev_end - 1e-9:
             raise ValueError(f"{where}: starts before the previous segment ends")
         prev_end = seg.end
@@ -594,7 +598,7 @@ def _design(script: Script, n_vocab: int) -> _Design:
     if script.language not in toks.languages:
         raise ValueError(f"language {script.language!r} is not in this vocabulary")
     chains = {
-        task: _compile_chain(task, script.segments(task), tok, toks)
+        task: _compile_chain(task, script.segments(task), tok, toks, script.max_initial_timestamp)
         for task in ("transcribe", "translate")
     }
     # A task with nothing to say decodes <|0.00|> <|endoftext|>: faster-whisper drops the
@@ -718,6 +722,7 @@ def _design(script: Script, n_vocab: int) -> _Design:
         twins=twins,
         align_target=align_target,
         wired=wired,
+        max_initial_timestamp=script.max_initial_timestamp,
     )
     _check_design(design, n_vocab)
     return design
@@ -773,7 +778,7 @@ def _check_design(design: _Design, n_vocab: int) -> None:
                     return (
                         y in (220, toks.eot)
                         or y < ts_begin
-                        or y > ts_begin + round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
+                        or y > ts_begin + round(design.max_initial_timestamp / TIME_PRECISION)
                     )
                 last = seq[-1]
                 if last >= ts_begin:
@@ -1118,4 +1123,7 @@ def build_whisper_model(
         "sampling_rate": SAMPLE_RATE,
     }
     (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+    if script.max_initial_timestamp != MAX_INITIAL_TIMESTAMP:
+        generation = {"max_initial_timestamp_index": round(script.max_initial_timestamp / TIME_PRECISION)}
+        (out_dir / "generation_config.json").write_text(json.dumps(generation) + "\n")
     return out_dir
