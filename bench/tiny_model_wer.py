@@ -9,7 +9,7 @@ ones (6-12 s), so the true transcript is known. It is sent through the live serv
 error rate per mode, and each mode's wall time as a ratio to `none` measured in the same round
 (rounds interleave the modes, so machine noise hits them alike).
 
-    .venv/bin/python bench/tiny_model_wer.py [--minutes 5] [--rounds 2] [--seed 7]
+    .venv/bin/python bench/tiny_model_wer.py [--minutes 5] [--rounds 2] [--seed 7] [--model DIR]
 
 Needs espeak-ng.
 """
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--model", type=Path, default=MODEL_DIR, help="model folder (default: the demo model)")
     args = parser.parse_args()
     if not tiny_speech.espeak_available():
         sys.exit("espeak-ng is not installed")
@@ -98,7 +99,7 @@ def main() -> None:
         tmp = Path(tmp)
         servers = {
             name: start_server(
-                {"EARSHOT_ASR_MODEL": str(MODEL_DIR), "EARSHOT_MODELS_DIR": str(tmp), "EARSHOT_BATCH_SIZE": size,
+                {"EARSHOT_ASR_MODEL": str(args.model.resolve()), "EARSHOT_MODELS_DIR": str(tmp), "EARSHOT_BATCH_SIZE": size,
                  "EARSHOT_LOG_LEVEL": "warning"},
                 tmp / f"server-{name}.log",
             )
