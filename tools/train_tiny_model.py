@@ -17,8 +17,8 @@ Recipe (all from one seed; same seed and thread count → same model):
 2. Windows, built as faster-whisper will see them: log-mel features from faster-whisper's own
    FeatureExtractor of the whole clip, zero feature padding after the audio, several utterances
    with pauses, optional noise and gain. Targets are Whisper's: `<|s|> text <|e|>` per utterance
-   (times of the real speech, 20 ms steps); a first utterance later than 1 s (faster-whisper's
-   `max_initial_timestamp`) is preceded by an empty `<|0.00|>` segment so its start stays exact;
+   (times of the real speech, 20 ms steps), however late the first one starts (the model ships a
+   `generation_config.json` that lifts faster-whisper's 1 s `max_initial_timestamp` for it);
    an utterance cut by the window's end keeps only its start timestamp (faster-whisper then seeks
    there); a window without speech predicts `<|nospeech|>` at `<|startoftranscript|>` and no text.
 3. Crops (cheap): first short ones (4 s, one or two utterances) to learn the sounds, then 8 s
@@ -70,7 +70,12 @@ MAX_PREV_TOKENS = 223  # faster-whisper keeps max_length // 2 - 1 previous token
 # "en" is espeak-ng's British English voice; `espeak-ng -v en-gb` resolves to another one, and
 # the library (which training uses for word timings) only takes voice names.
 TRAIN_BASES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan")
-TRAIN_VARIANTS = (None, "m1", "m2", "m3", "m4", "m6", "m7", "f1", "f2", "f4", "klatt", "klatt2", "klatt4")
+TRAIN_VARIANTS = (
+    None, "m1", "m2", "m3", "m4", "m6", "m7", "m8", "f1", "f2", "f4", "f5", "klatt", "klatt2", "klatt3", "klatt4",
+    "klatt5", "klatt6", "Andy", "Annie", "Denis", "Gene", "Jacky", "Lee", "Michael", "Mike", "adam", "anika", "aunty",
+    "belinda", "benjamin", "david", "edward", "grandma", "grandpa", "john", "linda", "max", "norbert", "quincy", "rob",
+    "robert", "steph", "travis", "victor", "zac",
+)
 TRAIN_SPEEDS = (120, 130, 140, 145, 155, 160, 165, 170, 180, 190)
 HELD_OUT_BASES = ("en-gb-x-gbcwmd",)
 HELD_OUT_VARIANTS = ("m5", "f3")
@@ -84,7 +89,7 @@ class Config:
     n_heads: int = 4
     n_encoder_layers: int = 2
     n_decoder_layers: int = 4
-    utterances: int = 6000
+    utterances: int = 9000
     short_frames: int = 400
     steps_short: int = 900
     batch_short: int = 24
@@ -104,6 +109,10 @@ class Config:
     # Share of polish windows with the `<|translate|>` task: English speech translated to English
     # is its transcript (what OpenAI's translations endpoint returns for English audio).
     polish_translate: float = 0.1
+    # Share of the text tokens read back in polishing that are replaced by a random vocabulary
+    # word (the labels stay): the model learns to follow the audio rather than its own last
+    # words, which is what a loop in a digit string ("seven three eight zero seven three ...") is.
+    polish_token_noise: float = 0.0
     lr: float = 3e-3
     warmup: int = 20
     ctc_weight: float = 0.3
@@ -305,10 +314,8 @@ class WindowMaker:
         tk = self.tokens
         out: list[int] = []
         spans: list[tuple[int, int, int]] = []
-        for k, p in enumerate(placed):
+        for p in placed:
             start = math.floor(p.start / TIME_PRECISION + 1e-6) * TIME_PRECISION
-            if k == 0 and start > 1.0:
-                out.append(tk.ts(0.0))  # empty first segment: max_initial_timestamp is 1 s
             text = tk.text(p.text)
             # the timestamps around the text look at its first and last word, so segment times
             # come from the same attention as the words
@@ -496,7 +503,19 @@ class Batches:
                     samples.append(self.maker.window(rng, short=short, translate=translate))
             else:
                 samples.append(self.maker.window(rng))
+            if self.phase == "polish" and self.cfg.polish_token_noise > 0:
+                samples[-1] = self._noisy_inputs(samples[-1], rng)
         return collate(samples, self.maker.tokens)
+
+    def _noisy_inputs(self, sample, rng):
+        text_ids = self.maker.tokens.text_ids
+        inputs, mask = list(sample[2]), sample[4]
+        text = set(text_ids)
+        for j in range(1, len(inputs)):
+            # only tokens the model itself produced and reads back, not the prompt
+            if mask[j - 1] and inputs[j] in text and rng.random() < self.cfg.polish_token_noise:
+                inputs[j] = text_ids[int(rng.integers(len(text_ids)))]
+        return (sample[0], sample[1], inputs, *sample[3:])
 
 
 # --------------------------------------------------------------------------------------
@@ -534,9 +553,14 @@ def _local_attention_init(model, strength: float) -> None:
             attn.query.bias[rows] = 0.0
 
 
+# Bumped whenever the windows or targets change in a way the Config does not show.
+# 2: no empty `<|0.00|>` segment before a first utterance later than 1 s; 3: 46 voice variants (was 13)
+RECIPE_VERSION = 3
+
+
 def main_schedule_key(cfg: Config) -> str:
     """What the model after the main schedule (phases short, crop, window) depends on."""
-    main = {k: v for k, v in asdict(cfg).items() if "polish" not in k}
+    main = {k: v for k, v in asdict(cfg).items() if "polish" not in k} | {"recipe": RECIPE_VERSION}
     return hashlib.sha256(json.dumps(main, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -745,6 +769,10 @@ def export(model, tokens: Tokens, out_dir: Path) -> None:
         "sampling_rate": SAMPLE_RATE,
     }
     (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
+    # Trained on the real start of the first utterance however late it is, so faster-whisper's
+    # 1 s limit on a window's first timestamp would only move starts (Earshot reads this).
+    generation = {"max_initial_timestamp_index": 1500}
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
 def held_out_voices() -> list[Voice]:
@@ -762,7 +790,10 @@ def evaluate(model_dir: Path, seed: int, n_clips: int = 30) -> dict:
     """WER on held-out voices/speeds through faster-whisper, on clips of 1-3 utterances."""
     from faster_whisper import WhisperModel
 
+    from engines.whisper import max_initial_timestamp
+
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+    first = max_initial_timestamp(model_dir)
     rng = np.random.default_rng([seed, 99])
     voices = held_out_voices()
     errors = words = exact = 0
@@ -775,7 +806,7 @@ def evaluate(model_dir: Path, seed: int, n_clips: int = 30) -> dict:
         for text in texts:
             parts += [speech.synthesise(text, voice), np.zeros(int(rng.uniform(0.4, 1.2) * SAMPLE_RATE), np.float32)]
         audio = np.concatenate(parts) * 0.5
-        segments, _ = model.transcribe(audio, language=None)
+        segments, _ = model.transcribe(audio, language=None, max_initial_timestamp=first)
         hyp = "".join(s.text for s in segments)
         ref = "".join(texts)
         e = speech.word_errors(speech.normalise(ref), speech.normalise(hyp))
@@ -796,11 +827,11 @@ def evaluate(model_dir: Path, seed: int, n_clips: int = 30) -> dict:
         "exact_clips": exact,
         "per_voice_wer": {k: round(e / max(1, n), 4) for k, (e, n) in per_voice.items()},
         "failures": failures[:10],
-        "long_recording": _long_recording_wer(model, seed, voices),
+        "long_recording": _long_recording_wer(model, seed, voices, first),
     }
 
 
-def _long_recording_wer(model, seed: int, voices: list[Voice], minutes: float = 2.0) -> dict:
+def _long_recording_wer(model, seed: int, voices: list[Voice], first: float, minutes: float = 2.0) -> dict:
     """WER on one recording of sentences with 0.3-3 s pauses, decoded in faster-whisper's
     sequential 30 s windows (previous-text prompts, seeking by timestamps)."""
     rng = np.random.default_rng([seed, 98])
@@ -813,7 +844,7 @@ def _long_recording_wer(model, seed: int, voices: list[Voice], minutes: float = 
         texts.append(text)
         total += len(audio) / SAMPLE_RATE + pause
         k += 1
-    segments, _ = model.transcribe(np.concatenate(parts) * 0.5)
+    segments, _ = model.transcribe(np.concatenate(parts) * 0.5, max_initial_timestamp=first)
     ref = speech.normalise("".join(texts))
     errors = speech.word_errors(ref, speech.normalise("".join(s.text for s in segments)))
     return {"seconds": round(total, 1), "words": len(ref), "word_errors": errors, "wer": round(errors / len(ref), 4)}
@@ -853,8 +884,9 @@ capitalised, ending in "." or "?"; digits are written as words.
 - Windows: utterances laid out with pauses (0.15-1.2 s, sometimes up to 4 s), white noise at
   15-45 dB SNR on 30 % of them, random gain; log-mel features from faster-whisper's own
   FeatureExtractor, zero feature padding after the audio as faster-whisper pads.
-- Targets: Whisper's `<|start|> text <|end|>` segments with the real speech times; a late first
-  segment preceded by an empty `<|0.00|>` segment; a cut-off last utterance keeps only its start;
+- Targets: Whisper's `<|start|> text <|end|>` segments with the real speech times, however late
+  the first one starts (`generation_config.json` lifts faster-whisper's 1 s limit on the first
+  timestamp for this model); a cut-off last utterance keeps only its start;
   no-speech windows predict `<|nospeech|>`. In polishing, {cfg.polish_notimestamps * 100:.0f} % of the windows are in Whisper's
   text-only form (`<|notimestamps|>`), the form faster-whisper aligns words in, {cfg.polish_short * 100:.0f} % hold
   a short clip (1-10 s of speech), and {cfg.polish_translate * 100:.0f} % ask for `<|translate|>` (same English target).
@@ -871,7 +903,8 @@ capitalised, ending in "." or "?"; digits are written as words.
 
 ## Held-out accuracy
 
-Through `faster_whisper.WhisperModel.transcribe()` (int8, default options), {evaluation['clips']} clips of 1-3
+Through `faster_whisper.WhisperModel.transcribe()` (int8, default options but the first-timestamp
+limit of `generation_config.json`, as Earshot decodes), {evaluation['clips']} clips of 1-3
 sentences by voices never used in training (variants {", ".join(HELD_OUT_VARIANTS)}, base voice
 {HELD_OUT_BASES[0]}, speeds {", ".join(map(str, HELD_OUT_SPEEDS))} wpm):
 
@@ -889,9 +922,10 @@ OpenAI Python SDK; `bench/tiny_model_wer.py` measures chunking strategies and ba
 Only the vocabulary above; espeak-ng voices only; English only (`<|translate|>` gives English
 text, but it was trained only in polishing and is less accurate); long recordings of dense speech
 decoded in sequential 30 s windows go wrong far more often than short clips (see the recording's
-WER above: the model loses its place in full windows and repeats or skips sentences); the
-polishing recipe was chosen by this held-out WER (three variants tried), so treat it as a
-validation figure; word timestamps come from the cross-attention of a {cfg.n_decoder_layers}-layer decoder and are rough.
+WER above: the model loses its place in full windows and repeats or skips sentences); digit
+strings with repeated digits are where short clips fail, by looping or skipping ("three one and
+four four four" heard as "three one one one ..."); the recipe (voice set, polishing variants)
+was chosen by this held-out WER, so treat it as a validation figure; word timestamps come from the cross-attention of a {cfg.n_decoder_layers}-layer decoder and are rough.
 The tokenizer is derived from openai-whisper's (MIT, see tests/assets/LICENSE.openai-whisper).
 """
 
