@@ -24,7 +24,7 @@ MODEL_DIR = ROOT / "models" / "earshot-tiny-en"
 RECIPE = json.loads((MODEL_DIR / "training.json").read_text())
 
 # Held-out voices (variant or base voice never in training) at held-out speeds, and sentences of
-# the model's vocabulary. Each clip: 0.5 s of silence, sentences with pauses, 0.6 s of silence.
+# the model's vocabulary. Each clip: silence (LEADS), sentences with pauses, 0.6 s of silence.
 VOICES = (
     Voice("en-us", "m5", 150, 50),
     Voice("en", "f3", 175, 60),
@@ -38,6 +38,9 @@ CLIPS = (
     (" Eight three and five one.", " Coffee is hot tomorrow."),
 )
 PAUSES = (0.9, 1.3, 0.7)
+# Leading silence per clip; beyond 1 s the model's generation_config.json must lift
+# faster-whisper's limit on the first timestamp for the first segment to start right.
+LEADS = (0.5, 0.5, 0.5, 0.5, 1.5, 2.5, 0.5, 4.0)
 # And as many again drawn from the model's grammar (a fixed seed, not chosen by looking at results).
 _rng = np.random.default_rng(2026)
 CLIPS += tuple(tuple(tiny_speech.sentence(_rng) for _ in range(int(_rng.integers(1, 4)))) for _ in range(4))
@@ -48,13 +51,12 @@ VOICES += (
     Voice("en-gb-x-rp", "m5", 175, 50),
 )
 
-# Issue #8's targets are WER <= 5 % and segment times within 0.3 s. The committed model reaches
-# 5.6 % on these clips and puts 34 of 36 segment boundaries within 0.3 s (the other two: a
-# 0.5 s lead heard as 0.0), so the bounds below are what it does, with a small margin; where the
-# path is weaker (word alignment, translation) the bound says so.
-MAX_WER = 0.07
+# Issue #8's targets: WER <= 5 % and segment times within 0.3 s. The committed model measures
+# 4.4 % here (4 errors in 90 words; VAD and stream paths 3.3-4.4 %) and puts all 36 segment
+# boundaries within 0.17 s, so these are the targets themselves; where a path is weaker (word
+# alignment, translation) its bound says so.
+MAX_WER = 0.05
 MAX_TIME_ERROR = 0.3  # seconds between a segment's start/end and the real speech start/end
-MIN_TIMES_WITHIN = 0.9  # share of segment starts and ends within MAX_TIME_ERROR; all within 0.6 s
 MIN_WORDS_PLACED = 0.8  # share of words whose times lie in their sentence's (± MAX_TIME_ERROR)
 
 
@@ -66,10 +68,10 @@ class Clip:
     voice: Voice
 
 
-def _clip(sentences: tuple[str, ...], voice: Voice) -> Clip:
-    parts = [np.zeros(int(0.5 * SAMPLE_RATE), np.float32)]
+def _clip(sentences: tuple[str, ...], voice: Voice, lead: float) -> Clip:
+    parts = [np.zeros(int(lead * SAMPLE_RATE), np.float32)]
     spans = []
-    t = 0.5
+    t = lead
     for k, text in enumerate(sentences):
         speech = tiny_speech.synthesise(text, voice)
         on, off = tiny_speech.speech_bounds(speech)
@@ -84,7 +86,7 @@ def _clip(sentences: tuple[str, ...], voice: Voice) -> Clip:
 def clips() -> list[Clip]:
     if not tiny_speech.espeak_available():
         pytest.fail("espeak-ng is required for the demo model tests (apt-get install espeak-ng)")
-    return [_clip(sentences, voice) for sentences, voice in zip(CLIPS, VOICES)]
+    return [_clip(sentences, voice, lead) for sentences, voice, lead in zip(CLIPS, VOICES, LEADS, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +146,7 @@ def test_transcripts_and_segment_times_through_the_sdk(client, clips):
         for seg, (start, end) in zip(result.segments, clip.spans):
             errors += [abs(seg.start - start), abs(seg.end - end)]
     assert _wer(pairs) <= MAX_WER, pairs
-    assert max(errors) <= 2 * MAX_TIME_ERROR, errors
-    assert sum(e <= MAX_TIME_ERROR for e in errors) / len(errors) >= MIN_TIMES_WITHIN, errors
+    assert max(errors) <= MAX_TIME_ERROR, errors
 
 
 @pytest.mark.parametrize("chunking", ["auto", {"type": "server_vad", "silence_duration_ms": 400}])
@@ -209,8 +210,9 @@ def test_translation_hears_the_same_english_words(client, clips):
     for clip in clips:
         result = client.audio.translations.create(file=("clip.wav", clip.wav), model="whisper-1")
         pairs.append(("".join(clip.sentences), result.text))
-    # Trained on `<|translate|>` only briefly (polishing): measured 21 %, mostly one clip's loop.
-    assert _wer(pairs) <= 0.3, pairs
+    # Trained on `<|translate|>` only briefly (polishing): measured 15.6 %, mostly one clip that
+    # loses its second sentence.
+    assert _wer(pairs) <= 0.2, pairs
 
 
 def test_diarized_segments_carry_the_heard_words(client, clips):
