@@ -110,8 +110,9 @@ class Config:
     # is its transcript (what OpenAI's translations endpoint returns for English audio).
     polish_translate: float = 0.1
     # Share of the text tokens read back in polishing that are replaced by a random vocabulary
-    # word (the labels stay): the model learns to follow the audio rather than its own last
-    # words, which is what a loop in a digit string ("seven three eight zero seven three ...") is.
+    # word (the labels stay), meant to make the model follow the audio rather than its own last
+    # words, as a loop in a digit string ("seven three eight zero seven three ...") does not.
+    # 0.1 did not reduce such loops (held-out WER 21.9 % against 13.5 % without, 13 voices).
     polish_token_noise: float = 0.0
     lr: float = 3e-3
     warmup: int = 20
