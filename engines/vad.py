@@ -85,6 +85,18 @@ class Chunk:
         joined = np.concatenate([audio[s:e] for s, e in self.spans]).astype(np.float32, copy=False)
         return _apply_gain(joined, self.gain)
 
+    def after(self, seconds: float) -> Chunk:
+        """The part of the chunk from `seconds` (chunk time) on, as a chunk of its own."""
+        skip = int(round(seconds * SAMPLE_RATE))
+        spans = []
+        for s, e in self.spans:
+            if skip >= e - s:
+                skip -= e - s
+                continue
+            spans.append((s + skip, e))
+            skip = 0
+        return Chunk(tuple(spans), self.gain)
+
     def to_original(self, seconds: float, *, is_end: bool = False) -> float:
         """Seconds in the chunk -> seconds in the original audio.
 

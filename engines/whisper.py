@@ -42,6 +42,10 @@ BEAM_SIZE = 5
 # A stream's first VAD chunk ends at the first pause after this much speech.
 STREAM_FIRST_CHUNK_SECONDS = 5.0
 BEST_OF = 5
+# A VAD chunk whose decode stops this far or more before its end has the rest decoded again
+# (Whisper's seek rule), at most MAX_RESUMES times in a row.
+MIN_RESUME_SECONDS = 1.0
+MAX_RESUMES = 3
 # faster-whisper's limit on a window's first timestamp; a model's `generation_config.json` may set
 # its own (`max_initial_timestamp_index`, as in Hugging Face's Whisper generation config).
 MAX_INITIAL_TIMESTAMP = 1.0
@@ -183,7 +187,7 @@ class WhisperEngine:
 
     def _segments(self, segments, model, recorder: "_AlignRecorder", options: TranscribeOptions) -> Iterator[Segment]:
         eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
-        timestamp_begin = model.hf_tokenizer.token_to_id("<|0.00|>")
+        timestamp_begin = _timestamp_begin(model.hf_tokenizer)
         frame_seconds = model.feature_extractor.hop_length / SAMPLE_RATE
         # With alignment, faster-whisper has set segment times from the words already.
         aligned = options.word_timestamps or options.token_logprobs
@@ -222,6 +226,17 @@ class WhisperEngine:
         finally:
             # Closing faster-whisper's generator stops decoding before the next window.
             segments.close()
+
+
+def _timestamp_begin(hf_tokenizer) -> int:
+    """The id of `<|0.00|>`, as faster-whisper derives it.
+
+    Systran's published `tokenizer.json` files have no timestamp tokens at all (they are implied:
+    the ids after `<|notimestamps|>`), so they cannot be looked up by name.
+    """
+    from faster_whisper.tokenizer import Tokenizer
+
+    return Tokenizer(hf_tokenizer, multilingual=False).timestamp_begin
 
 
 def _prompt_ids(model, prompt: str | None) -> list[int]:
@@ -357,12 +372,34 @@ class _ChunkedDecoding:
     def _segments(self, batches: Iterable[tuple[list[vad.Chunk], _Encoded | None]]) -> Iterator[Segment]:
         index = 0
         for chunks, encoded in batches:
-            encoded = encoded or self._encode(chunks)
-            decoded = self._decode(chunks, encoded)
-            for chunk, segments, result in self._split(chunks, decoded, encoded.output):
-                for seg in segments:
+            for recognised in self._recognise(chunks, encoded, MAX_RESUMES):
+                for chunk, seg, result in recognised:
                     yield self._segment(index, chunk, seg, result)
                     index += 1
+
+    def _recognise(self, chunks: list[vad.Chunk], encoded: _Encoded | None, resumes: int) -> list[list[tuple]]:
+        """Per chunk, its (chunk, segment, decode) triples in time order.
+
+        Whisper stops before speech it hears as cut off at the end of its window (it was trained
+        on 30 s windows that cut sentences), and says so: its last timestamp pair lies before the
+        window's end. Sequential decoding seeks to that timestamp and decodes the rest in the next
+        window; a VAD chunk has no next window, so the rest of each such chunk is decoded again
+        as a chunk of its own, batched with the other chunks' rests. Without this a chunk cut at a
+        pause inside a sentence lost that sentence's end (measured: 7 % WER against 1.5 %
+        sequential on the 5-minute test recording with tiny.en).
+        """
+        encoded = encoded or self._encode(chunks)
+        decoded = self._decode(chunks, encoded)
+        results, rests = [], []
+        for chunk, segments, result, consumed in self._split(chunks, decoded, encoded.output):
+            results.append([(chunk, seg, result) for seg in segments])
+            left = chunk.duration - consumed
+            rests.append(chunk.after(consumed) if resumes > 0 and consumed > 0 and left >= MIN_RESUME_SECONDS else None)
+        todo = [k for k, rest in enumerate(rests) if rest is not None]
+        if todo:
+            for k, more in zip(todo, self._recognise([rests[k] for k in todo], None, resumes - 1)):
+                results[k] += more
+        return results
 
     def _generate(self, encoder_output, count: int, temperature: float) -> list[_Decoded]:
         from faster_whisper.transcribe import get_compression_ratio
@@ -426,10 +463,11 @@ class _ChunkedDecoding:
         return kept
 
     def _split(self, chunks: list[vad.Chunk], decoded: list[_Decoded], encoder_output):
-        """Per chunk: its segments (dicts with local times) and its decode."""
+        """Per chunk: its segments (dicts with local times), its decode, and the seconds of it that
+        the decode covers."""
         model, tokenizer = self.model, self.tokenizer
         window = model.feature_extractor.chunk_length  # 30 s
-        groups = []
+        groups, consumed = [], []
         for k, (chunk, d) in enumerate(zip(chunks, decoded)):
             skip = d.no_speech_prob > NO_SPEECH_THRESHOLD and d.avg_logprob <= LOG_PROB_THRESHOLD
             # Word alignment carries state from segment to segment (the last speech time), so the
@@ -439,8 +477,9 @@ class _ChunkedDecoding:
             frames = math.ceil(chunk.num_samples / model.feature_extractor.hop_length)
             if skip:
                 groups.append([dict(seek=round(offset * model.frames_per_second), start=offset, end=offset, tokens=[])])
+                consumed.append(chunk.duration)
                 continue
-            segments, _, _ = model._split_segments_by_timestamps(
+            segments, seek, _ = model._split_segments_by_timestamps(
                 tokenizer=tokenizer,
                 tokens=d.tokens,
                 time_offset=offset,
@@ -449,6 +488,8 @@ class _ChunkedDecoding:
                 seek=round(offset * model.frames_per_second),
             )
             groups.append(segments)
+            # Where Whisper would seek to next: the chunk's audio it has transcribed.
+            consumed.append(seek / model.frames_per_second - offset)
         if self.needs_alignment:
             model.add_word_timestamps(
                 groups,
@@ -459,7 +500,7 @@ class _ChunkedDecoding:
                 APPEND_PUNCTUATIONS,
                 0.0,
             )
-        for k, (chunk, d, segments) in enumerate(zip(chunks, decoded, groups)):
+        for k, (chunk, d, segments, covered) in enumerate(zip(chunks, decoded, groups, consumed)):
             offset = k * window
             kept = []
             for seg in segments:
@@ -478,7 +519,7 @@ class _ChunkedDecoding:
                     w["start"] -= offset
                     w["end"] -= offset
                 kept.append(seg)
-            yield chunk, kept, d
+            yield chunk, kept, d, min(covered, chunk.duration)
 
     def _segment(self, index: int, chunk: vad.Chunk, seg: dict, d: _Decoded) -> Segment:
         eot = self.tokenizer.eot
