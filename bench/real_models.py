@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -205,11 +206,14 @@ def main() -> None:
         print(f"{name}:", flush=True)
         rows += bench_model(name, args, clip, batch_sizes)
 
+    # Other work on the machine skews the rows it overlaps; the load average shows whether there was any.
+    load = os.getloadavg()[2]
     print()
     print(table(rows))
+    print(f"\nload average over the last 15 min: {load:.2f} on {os.cpu_count()} cores")
     if args.json:
         settings = {"device": args.device, "compute_type": args.compute_type, "cpu_threads": args.cpu_threads,
-                    "batch_sizes": batch_sizes, "audio_seconds": round(clip.duration, 2)}
+                    "batch_sizes": batch_sizes, "audio_seconds": round(clip.duration, 2), "load_avg_15min": load}
         args.json.write_text(json.dumps({"settings": settings, "reference": clip.text, "rows": rows}, indent=2))
         print(f"\nwrote {args.json}")
 

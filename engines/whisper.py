@@ -193,6 +193,7 @@ class WhisperEngine:
         eot = model.hf_tokenizer.token_to_id("<|endoftext|>")
         timestamp_begin = _timestamp_begin(model.hf_tokenizer)
         frame_seconds = model.feature_extractor.hop_length / SAMPLE_RATE
+        duration = len(audio) / SAMPLE_RATE
         # With alignment, faster-whisper has set segment times from the words already.
         aligned = options.word_timestamps or options.token_logprobs
         index = 0
@@ -219,8 +220,9 @@ class WhisperEngine:
                 yield Segment(
                     id=index,
                     seek=int(seg.seek),
-                    start=round(float(start), 3),
-                    end=round(float(seg.end), 3),
+                    # Whisper's last timestamp may lie in the padding of the final window.
+                    start=round(min(float(start), duration), 3),
+                    end=round(min(float(seg.end), duration), 3),
                     text=seg.text,
                     tokens=list(seg.tokens),
                     temperature=float(seg.temperature or 0.0),
