@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import io
 import json
 import logging
@@ -24,8 +25,9 @@ import numpy as np
 from app import audio as audio_io
 from app.errors import APIError
 from app.streaming import failure_body
-from engines import speakers
+from engines import speakers, vad
 from engines.base import SAMPLE_RATE, Segment, TranscriptionInfo, Turn
+from engines.diarization import DiarizationStopped
 from engines.manager import ModelManager
 from engines.registry import ModelEntry
 
@@ -37,6 +39,8 @@ CHUNKING_REQUIRED_OVER_SECONDS = 30.0
 # milliseconds longer or shorter than what was encoded (codec priming and padding): 50 ms of slack.
 REFERENCE_SECONDS = (2.0, 10.0)
 REFERENCE_SLACK_SECONDS = 0.05
+# Speech the VAD must find in a reference for its embedding to describe a voice.
+MIN_REFERENCE_SPEECH_SECONDS = 1.0
 
 
 def check_chunking(request, audio: np.ndarray) -> None:
@@ -71,6 +75,17 @@ def decode_reference(data_url: str, index: int) -> np.ndarray:
     seconds = len(samples) / SAMPLE_RATE
     if not low - REFERENCE_SLACK_SECONDS <= seconds <= high + REFERENCE_SLACK_SECONDS:
         raise invalid(f"each reference must be between {low:g} and {high:g} seconds long; this one is {seconds:.2f} s.")
+    # A voice print of silence or noise would match some diarized voice all the same, and name it.
+    if not np.isfinite(samples).all():
+        raise invalid("its samples are not all finite numbers (NaN or infinity).")
+    if audio_io.is_silent(samples):
+        raise invalid("it is silent.")
+    speech = vad.speech_seconds(samples)
+    if speech < MIN_REFERENCE_SPEECH_SECONDS:
+        raise invalid(
+            f"it holds {speech:.1f} s of speech; a reference needs at least {MIN_REFERENCE_SPEECH_SECONDS:g} s "
+            "of the speaker talking."
+        )
     return samples
 
 
@@ -138,6 +153,25 @@ class DiarizationJob:
 
     future: asyncio.Future[SpeakerMap]
     stop: threading.Event
+
+    def cancel(self) -> None:
+        """Stop the diarization. Nobody awaits it any more, so its outcome is taken here: an
+        exception left in an unawaited future is logged by asyncio as an error."""
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        # The request's context, so the log line carries its request id.
+        self.future.add_done_callback(_outcome_taken, context=contextvars.copy_context())
+
+
+def _outcome_taken(future: asyncio.Future) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if isinstance(exc, DiarizationStopped):
+        log.info("diarization stopped: its request ended before it finished")
+    elif exc is not None:
+        log.debug("diarization failed after its request ended: %r", exc)
 
 
 def _sse(payload: dict) -> dict:

@@ -36,9 +36,11 @@ MAX_NAME_DEPTH = 8
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 
 
-def too_large(limit: int, seen: int) -> APIError:
+def too_large(limit: int, seen: int, *, declared: bool = False) -> APIError:
+    # Refused on the Content-Length header, nothing has been read: say what the client declared.
+    how = "declared" if declared else "read"
     return APIError(
-        f"Maximum content size limit ({limit}) exceeded ({seen} bytes read)",
+        f"Maximum content size limit ({limit}) exceeded ({seen} bytes {how})",
         status=413,
         type="server_error",
         code=None,
@@ -65,7 +67,7 @@ def invalid_multipart(detail: str) -> APIError:
 async def read_form(request: Request, limit: int) -> AsyncIterator[dict[str, Any]]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit, int(declared))
+        raise too_large(limit, int(declared), declared=True)
     idle = request.app.state.settings.body_timeout
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("application/x-www-form-urlencoded"):

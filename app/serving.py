@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, closing
 from dataclasses import dataclass
 
@@ -81,11 +81,11 @@ class TranscriptionService:
                         info, stream, lambda: self._diarization_result(job, deadline), lambda i, n: usage(request, i, n)
                     )
                     handed_over = True
-                    observed = self._observed(events, request.entry.id, info, started, slot, job.stop)
+                    observed = self._observed(events, request.entry.id, info, started, slot, job.cancel)
 
                     def close() -> None:
                         slot.release()
-                        job.stop.set()
+                        job.cancel()
 
                     return event_response(observed, self.sse_ping_seconds, on_close=close)
                 tagger = diarizing.Tagger(await self._diarization_result(job, deadline))
@@ -106,7 +106,7 @@ class TranscriptionService:
             if not handed_over:
                 slot.release()
                 if job is not None:
-                    job.stop.set()
+                    job.cancel()
 
     async def start_diarization(self, request, audio: np.ndarray) -> diarizing.DiarizationJob:
         """Checks that need the audio, then the diarization, in a worker thread next to the recogniser."""
@@ -125,7 +125,7 @@ class TranscriptionService:
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), remaining)
         except TimeoutError:
-            job.stop.set()
+            job.cancel()
             raise self._timeout() from None
         except ModelNotFound as exc:
             # The server's diarization model is missing: the client's request was fine.
@@ -142,9 +142,10 @@ class TranscriptionService:
 
     async def _observed(
         self, events: AsyncIterator[dict], model: str, info: TranscriptionInfo, started: float, slot,
-        stop: threading.Event | None = None,
+        stop: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict]:
-        """The event stream, holding the decoding slot until it ends and timing it."""
+        """The event stream, holding the decoding slot until it ends and timing it; `stop` ends
+        work running beside it."""
         loop = asyncio.get_running_loop()
         first = True
         try:
@@ -158,7 +159,7 @@ class TranscriptionService:
         finally:
             slot.release()
             if stop is not None:
-                stop.set()
+                stop()
 
     async def load_audio(self, request) -> np.ndarray:
         upload = request.file

@@ -287,6 +287,12 @@ def has_speech(samples: np.ndarray) -> bool:
     return next(speech_regions(samples, Chunking(), loudness_gain(samples)), None) is not None
 
 
+def speech_seconds(samples: np.ndarray) -> float:
+    """Seconds of speech found in `samples`, loudness normalised first (as `auto`)."""
+    regions = speech_regions(samples, Chunking(), loudness_gain(samples))
+    return sum(r.end - r.start for r in regions) / SAMPLE_RATE
+
+
 def _quietest(history: list[float], max_frames: int) -> int:
     """Offset of the least speech-like frame in the second half of an over-long region."""
     probs = np.asarray(history[:max_frames], dtype=np.float64)

@@ -278,3 +278,83 @@ def test_node_sdk(diarizing_server, audio_path, references):
     check_stream(ok("stream"))
     assert got["err_granularities"]["status"] == 400 and got["err_granularities"]["param"] == "timestamp_granularities"
     assert got["err_mismatch"]["status"] == 400 and got["err_mismatch"]["param"] == "known_speaker_names"
+
+
+def _float_wav(samples: np.ndarray) -> bytes:
+    """32-bit float WAV: the one common format whose samples can hold NaN and infinity."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as out:
+        stream = out.add_stream("pcm_f32le", rate=16000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _voiceless(kind: str) -> bytes:
+    n = 3 * 16000
+    rng = np.random.default_rng(5)
+    if kind == "silence":
+        return encode(np.zeros(n, np.float32), "wav")
+    if kind == "noise":
+        return encode((rng.standard_normal(n) * 0.1).astype(np.float32), "wav")
+    if kind == "hum":
+        return encode((0.3 * np.sin(2 * np.pi * 50 * np.arange(n) / 16000)).astype(np.float32), "wav")
+    if kind == "speech-then-silence":  # 0.5 s of a real voice, then 2.5 s of nothing
+        voice = voices.clip("low-1")[: 8000]
+        return encode(np.concatenate([voice, np.zeros(n - len(voice), np.float32)]), "wav")
+    samples = np.full(n, np.nan if kind == "nan" else np.inf, np.float32)
+    samples[::3] = 0.05
+    return _float_wav(samples)
+
+
+@pytest.mark.parametrize("kind", ["silence", "nan", "inf", "noise", "hum", "speech-then-silence"])
+def test_a_reference_without_a_voice_is_refused_by_index(client, meeting_wav, references, kind):
+    """A reference with no usable voice names nobody: the request is refused, naming the entry."""
+    response = post(
+        client, meeting_wav, **DIARIZE,
+        known_speaker_names=["alice", "bob"],
+        known_speaker_references=[references[0], data_url(_voiceless(kind), "wav")],
+    )  # fmt: skip
+    message = assert_error(response, "known_speaker_references")["message"]
+    assert "known_speaker_references[1]" in message, message
+
+
+def test_a_client_leaving_mid_diarization_is_logged_once_at_info(diarizing_server):
+    """Stopping the diarization when its client leaves is expected: one info line with the request
+    id, and no asyncio error about an exception never retrieved."""
+    import time
+
+    meeting = voices.meeting().audio
+    long = encode(np.concatenate([meeting] * 8), "wav")
+    for wait in (0.6, 1.0):
+        with httpx.Client(base_url=diarizing_server.base_url) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                http.post(
+                    "/v1/audio/transcriptions",
+                    data={**DIARIZE, "chunking_strategy": "auto"},
+                    files={"file": ("meeting.wav", long, "audio/wav")},
+                    timeout=httpx.Timeout(30, read=wait),
+                )
+    def stopped_lines():
+        lines = [json.loads(line) for line in diarizing_server.log().splitlines() if line.startswith("{")]
+        return lines, [e for e in lines if "diarization stopped" in e["message"]]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stopped_lines()[1]:
+        time.sleep(0.5)
+    time.sleep(2)  # a second stop, and whatever asyncio would report when the future is collected
+    lines, stopped = stopped_lines()
+    # A client gone before its diarization started leaves nothing to stop; at least one had it running.
+    assert stopped, diarizing_server.log()[-3000:]
+    assert all(e["level"] == "info" and e.get("request_id", "").startswith("req_") for e in stopped)
+    request_ids = [e["request_id"] for e in stopped]
+    assert len(set(request_ids)) == len(request_ids)  # once per request
+    assert "never retrieved" not in diarizing_server.log()
+    assert not [e for e in lines if e["level"] == "error" and "Diarization" in json.dumps(e)]

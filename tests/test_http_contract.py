@@ -334,7 +334,7 @@ def test_oversized_declared_length_is_refused_before_the_body(server):
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"x-should-retry: false" in head.lower()
     assert json.loads(body)["error"]["message"] == (
-        "Maximum content size limit (26214400) exceeded (30000000 bytes read)"
+        "Maximum content size limit (26214400) exceeded (30000000 bytes declared)"
     )
 
 
