@@ -68,7 +68,9 @@ def _cue_text(body: str) -> str:
 
 def _formats(name: str) -> list[str]:
     profile = PROFILES[OPENAI_NAMES.get(name, "native")]
-    return sorted(profile.response_formats | ({"diarized_json"} if profile.diarize else set()))
+    formats = sorted(profile.response_formats | ({"diarized_json"} if profile.diarize else set()))
+    # The other gpt-4o names share gpt-4o-transcribe's rules and route: their json is enough.
+    return ["json"] if name.startswith("gpt-4o-mini-transcribe") else formats
 
 
 MODEL_NAMES = [*OPENAI_NAMES, "faster-whisper-tiny.en"]
