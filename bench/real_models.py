@@ -5,7 +5,8 @@ neural voice with natural pauses, so the true transcript is known. The models ar
 Systran conversions that installed wheels carry (engines/wheel_models.py): faster-whisper-tiny.en
 and faster-whisper-base. Per model, one WhisperModel is loaded and shared by every in-process path
 (same device, compute type and threads, so the comparison is fair); the HTTP row is a separate
-`earshot serve` process with the same settings. After a short warm-up decode each path runs once.
+`earshot serve` process with the same settings. Every path decodes the same input: the 16-bit WAV
+the HTTP row uploads, decoded as the server does. After a short warm-up each path runs once.
 
 Paths:
   fw sequential     WhisperModel.transcribe(samples), faster-whisper's defaults (the reference)
@@ -17,7 +18,8 @@ Paths:
 
 How to read it: "x fw seq" is the path's seconds over the reference's on the same model and
 machine; absolute seconds and RTF (processing seconds / audio seconds) vary with the hardware,
-the ratios much less. The HTTP row is also given over "earshot none" (the server's overhead).
+the ratios much less, unless other work shares the machine (the closing load average says).
+The HTTP row is also given over "earshot none": the server's overhead on the same transcript.
 
     uv run python bench/real_models.py [--models faster-whisper-tiny.en,faster-whisper-base]
         [--device auto] [--compute-type auto] [--batch-size 4 | 8,16,32] [--cpu-threads 0]
