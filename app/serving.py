@@ -63,7 +63,12 @@ class TranscriptionService:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.request_timeout if self.request_timeout > 0 else None
-        slot = await self.admission.acquire()
+        try:
+            slot = await self.admission.acquire()
+        except APIError as exc:
+            if exc.status == 429:
+                self.metrics.rejected.inc()
+            raise
         handed_over = False
         job: diarizing.DiarizationJob | None = None
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -122,8 +123,15 @@ def test_full_queue_answers_429_with_retry_after(probed):
             assert wait_for(lambda: http.get("/health").json()["queue"]["waiting"] == 1)
             health = http.get("/health")
             assert health.status_code == 503 and health.json()["status"] == "full"
+        def refused() -> float:
+            with httpx.Client(base_url=base) as http:
+                found = re.search(r"^earshot_rejected_total (\S+)$", http.get("/metrics").text, re.M)
+            return float(found.group(1))
+
+        assert refused() == 0
         resp = post(base)
         assert resp.status_code == 429
+        assert refused() == 1  # /metrics counts the refusals
         assert int(resp.headers["retry-after"]) >= 1
         assert resp.json()["error"] == {
             "message": resp.json()["error"]["message"], "type": "requests", "param": None,
@@ -132,6 +140,7 @@ def test_full_queue_answers_429_with_retry_after(probed):
         client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.RateLimitError):
             client.audio.transcriptions.create(file=("a.wav", SHORT), model="whisper-1")
+        assert refused() == 2
         probe.release.set()
         first.join(60)
         second.join(60)
