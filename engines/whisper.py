@@ -42,6 +42,7 @@ BEAM_SIZE = 5
 # A stream's first VAD chunk ends at the first pause after this much speech.
 STREAM_FIRST_CHUNK_SECONDS = 5.0
 BEST_OF = 5
+MIN_ALIGN_FRAMES = 2
 # Seconds around a doubtful segment that the VAD also listens to (see _unheard).
 UNHEARD_MARGIN = 0.5
 # A VAD chunk whose decode stops this far or more before its end has the rest decoded again
@@ -605,8 +606,15 @@ class _AlignRecorder:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def align(self, features, start_sequence, text_tokens, *args, **kwargs):
-        results = self._model.align(features, start_sequence, text_tokens, *args, **kwargs)
+    def align(self, features, start_sequence, text_tokens, num_frames, *args, **kwargs):
+        # CTranslate2 aligns over num_frames // 2 encoder positions: audio of one mel frame (10 ms)
+        # would get an empty alignment, on which faster-whisper's word split indexes out of range.
+        # Two frames give one position, so such a clip's words all lie at its start.
+        if isinstance(num_frames, int):
+            num_frames = max(num_frames, MIN_ALIGN_FRAMES)
+        else:
+            num_frames = [max(n, MIN_ALIGN_FRAMES) for n in num_frames]
+        results = self._model.align(features, start_sequence, text_tokens, num_frames, *args, **kwargs)
         for tokens, result in zip(text_tokens, results):
             self._pending.extend(zip(tokens, result.text_token_probs))
         return results
