@@ -114,7 +114,7 @@ def serve(settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
-        http=EnvelopeHttpToolsProtocol,
+        http=EnvelopeHttpToolsProtocol.with_head_timeout(settings.head_timeout),
     )
     server = DrainingServer(config)
     server.run()

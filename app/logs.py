@@ -10,6 +10,22 @@ import time
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
+def stamp_records() -> None:
+    """Every log record takes the request id current where it is made, not where it is written:
+    handlers may format it later or on another thread."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "stamps_request_ids", False):
+        return
+
+    def stamped(*args, **kwargs) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.request_id = request_id.get()
+        return record
+
+    stamped.stamps_request_ids = True
+    logging.setLogRecordFactory(stamped)
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {

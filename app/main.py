@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +16,7 @@ from app.admission import Admission
 from app.auth import APIKeyMiddleware
 from app.errors import install_error_handlers
 from app.metrics import Metrics
+from app.request_ids import RequestIdMiddleware
 from app.routes import router
 from app.serving import TranscriptionService
 from app.settings import Settings
@@ -26,45 +25,18 @@ from engines.manager import EngineConfig, ModelManager
 from engines.registry import Registry
 
 log = logging.getLogger("earshot")
-access = logging.getLogger("earshot.access")
 
 
-class RequestIdMiddleware:
-    """Every response, errors included, carries an `x-request-id` like OpenAI's (`req_<hex>`), which
-    also tags every log line of the request; one access-log line per request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = "req_" + secrets.token_hex(16)
-        token = logs.request_id.set(rid)
-        started = time.monotonic()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            access.info(
-                "%s %s %s", scope["method"], scope["path"], status,
-                extra={"method": scope["method"], "path": scope["path"], "status": status,
-                       "duration_ms": round((time.monotonic() - started) * 1000, 1)},
-            )
-            logs.request_id.reset(token)
+class EarshotAPI(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside Starlette's ServerErrorMiddleware, which FastAPI puts outermost: its 500s get
+        # the request id as well.
+        return RequestIdMiddleware(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    logs.stamp_records()
     store.offline_switches(settings.allow_downloads)
     registry = Registry.build(settings.asr_model, settings.resolved_registry_file(), settings.diarization_model)
     if not len(registry):
@@ -114,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reaper.cancel()
             manager.close()
 
-    app = FastAPI(
+    app = EarshotAPI(
         title="Earshot", version="0.1.0", description="OpenAI-compatible speech-to-text server.", lifespan=lifespan
     )
     app.state.settings = settings
@@ -125,7 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(APIKeyMiddleware, keys=settings.accepted_keys())
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 

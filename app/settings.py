@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         30.0, description="Seconds an upload may stall (no body bytes arriving) before it is refused with 408; 0 = no limit."
     )
+    head_timeout: float = Field(
+        10.0,
+        description="Seconds a connection may take to send a request's headers (from its first byte, or from "
+        "connecting) before it is closed, with 408 if some arrived; 0 = no limit.",
+    )
     preload: Annotated[list[str], NoDecode] = Field(
         [], description="Model names to load at start-up (comma list); others load on first use."
     )

@@ -39,8 +39,10 @@ def script_text(script) -> str:
 
 
 def assert_answered(status: int, headers, body: bytes, base_url: str) -> dict | None:
-    """Below 500, the envelope on errors, and the server still healthy; the error (or None)."""
+    """Below 500, a request id, the envelope on errors, and the server still healthy; the error
+    (or None)."""
     assert status < 500, (status, body[:300])
+    assert re.fullmatch(r"req_[0-9a-f]{32}", headers.get("x-request-id", "")), headers
     error = None
     if status >= 400:
         assert headers["content-type"] == "application/json", headers
