@@ -15,6 +15,7 @@ from app import logs
 from app.admission import Admission
 from app.auth import APIKeyMiddleware
 from app.errors import install_error_handlers
+from app.memory import ReleaseWhenIdle, limit_arenas
 from app.metrics import Metrics
 from app.request_ids import RequestIdMiddleware
 from app.routes import router
@@ -31,12 +32,16 @@ class EarshotAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside Starlette's ServerErrorMiddleware, which FastAPI puts outermost: its 500s get
         # the request id as well.
-        return RequestIdMiddleware(super().build_middleware_stack())
+        app = super().build_middleware_stack()
+        if self.state.settings.release_idle_memory:
+            app = ReleaseWhenIdle(app)
+        return RequestIdMiddleware(app)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logs.stamp_records()
+    limit_arenas(settings.malloc_arenas)
     store.offline_switches(settings.allow_downloads)
     registry = Registry.build(settings.asr_model, settings.resolved_registry_file(), settings.diarization_model)
     if not len(registry):

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="Seconds a connection may take to send a request's headers (from its first byte, or from "
         "connecting) before it is closed, with 408 if some arrived; 0 = no limit.",
     )
+    malloc_arenas: int = Field(
+        2, description="glibc malloc arenas for the process (fewer: less memory kept after bursts); 0 = glibc's default."
+    )
+    release_idle_memory: bool = Field(
+        True, description="Return freed heap memory to the OS (malloc_trim) whenever no request is open."
+    )
     preload: Annotated[list[str], NoDecode] = Field(
         [], description="Model names to load at start-up (comma list); others load on first use."
     )
