@@ -92,7 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             manager.close()
 
     app = EarshotAPI(
-        title="Earshot", version="0.1.0", description="OpenAI-compatible speech-to-text server.", lifespan=lifespan
+        title="Earshot",
+        version="0.1.0",
+        description="OpenAI-compatible speech-to-text server.",
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry instrumentation: no spans, metrics or log records, and no
+        # exporters configured from OTEL_* variables (engines/telemetry.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                   "auto_configure": False},
     )
     app.state.settings = settings
     app.state.registry = registry

@@ -9,29 +9,24 @@ import os
 import sys
 from pathlib import Path
 
+from engines import telemetry
+
 
 class ModelNotFound(LookupError):
     pass
 
 
-# Read by huggingface_hub, transformers and pyannote.audio; pyannote.audio 4 otherwise sends usage
-# traces to otel.pyannote.ai, and huggingface_hub's telemetry would try too.
-_OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "PYANNOTE_METRICS_ENABLED": "0",
-}
+# Read by huggingface_hub, transformers and pyannote.audio.
+_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def offline_switches(allow_downloads: bool) -> None:
     """Make every Hugging Face library refuse network access unless downloads are allowed.
 
-    Usage telemetry stays off either way: allowing downloads is not consent to report usage.
+    Usage telemetry stays off either way (engines/telemetry.py).
     """
+    telemetry.switch_off()
     if allow_downloads:
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
         return
     os.environ.update(_OFFLINE_ENV)
     # huggingface_hub reads its switches once, at import: if something imported it already, tell it too.

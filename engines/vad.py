@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines import telemetry
 from engines.base import SAMPLE_RATE, Chunking
 
 FRAME = 512  # samples per VAD frame at 16 kHz (32 ms)
@@ -161,6 +162,7 @@ class _SileroSequence:
                 if cls._session is None:
                     import onnxruntime
 
+                    telemetry.quiet_onnxruntime(onnxruntime)
                     options = onnxruntime.SessionOptions()
                     # The recurrent model is sequential; one thread per request is what it can use.
                     options.inter_op_num_threads = 1

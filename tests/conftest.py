@@ -18,7 +18,10 @@ from tests.audio_fixtures import wav_bytes
 from tests.factories.whisper_model import DEFAULT_SCRIPT, build_whisper_model
 
 ROOT = Path(__file__).resolve().parent.parent
-SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "PYANNOTE_METRICS_ENABLED")
+SWITCHES = (
+    "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "PYANNOTE_METRICS_ENABLED",
+    "ORT_DISABLE_TELEMETRY", "DO_NOT_TRACK",
+)
 
 
 def free_port() -> int:
@@ -42,8 +45,13 @@ class LiveServer:
 
 
 def start_server(
-    env_overrides: dict[str, str], log_path: Path, timeout: float = 60, args: tuple[str, ...] = ()
+    env_overrides: dict[str, str],
+    log_path: Path,
+    timeout: float = 60,
+    args: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
 ) -> LiveServer:
+    """`prefix`: a command the server runs under (e.g. strace); `process` is then that command's."""
     port = free_port()
     # In-process apps of earlier tests set the offline switches in this process's environment; a
     # server must start without them, so that it is seen to set them itself.
@@ -52,7 +60,7 @@ def start_server(
     env.update({"EARSHOT_HOST": "127.0.0.1", "EARSHOT_PORT": str(port), **env_overrides})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "earshot"), "serve", *args],
+        [*prefix, str(Path(sys.executable).parent / "earshot"), "serve", *args],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,

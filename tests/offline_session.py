@@ -1,9 +1,13 @@
 """One watched run of `earshot serve`: every response format through a server under the network guard.
 
-`run()` starts the server with tests/net_guard on its PYTHONPATH (every network attempt is logged
-and refused), sends a transcription in every response format, a translation in every format, a
-stream, and requests for models that are not on the host, stops the server, and returns what
-came back plus the guard's log. tests/test_offline.py calls it directly, and also as
+`run()` starts the server with tests/net_guard on its PYTHONPATH (every Python-level network
+attempt is logged and refused) and, with `trace`, under strace (every connect/send of every
+thread and child process, native libraries included: tests/syscall_trace.py). It sends a
+transcription in every response format, a translation in every format, a stream, and requests for
+models that are not on the host; with a diarization model also chunked requests (`auto`,
+`server_vad`) and diarized ones with known speakers, plain and streamed. It stops the server and
+returns what came back, the guard's log and the trace's outbound attempts. tests/test_offline.py
+calls it directly, and also as
 
     unshare -n python -m tests.offline_session CONFIG.json
 
@@ -13,18 +17,23 @@ the report is printed as JSON.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
+import signal
 import socket
 import struct
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
 from tests.audio_fixtures import wav_bytes
 from tests.conftest import ROOT, start_server, stop_server
+from tests.syscall_trace import TRACE_ARGS, outbound
 
 GUARD_DIR = ROOT / "tests" / "net_guard"
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -55,7 +64,46 @@ def _answer(resp: httpx.Response) -> dict:
     return {"status": resp.status_code, "content_type": resp.headers.get("content-type"), "body": resp.text}
 
 
-def run(model_dir: Path, work: Path, extra_env: dict[str, str] | None = None, every_format: bool = True) -> dict:
+def _references() -> tuple[list[str], list[str]]:
+    from tests import voices
+    from tests.audio_fixtures import encode
+
+    clips = {"Ann": voices.clip("low-1"), "Bo": voices.clip("high-1")}
+    urls = ["data:audio/wav;base64," + base64.b64encode(encode(c, "wav")).decode() for c in clips.values()]
+    return list(clips), urls
+
+
+def _stop(server, traced: bool) -> None:
+    if not traced:
+        stop_server(server)
+        return
+    # strace passes no signal on: stop the server it runs, and strace ends with it.
+    strace = server.process.pid
+    for child in Path(f"/proc/{strace}/task/{strace}/children").read_text().split():
+        os.kill(int(child), signal.SIGTERM)
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise
+
+
+def run(
+    model_dir: Path,
+    work: Path,
+    extra_env: dict[str, str] | None = None,
+    every_format: bool = True,
+    *,
+    chunked: bool = False,
+    diarization_dir: Path | None = None,
+    trace: bool = False,
+    site_dir: Path | None = GUARD_DIR,
+    linger: float = 0.0,
+) -> dict:
+    """`site_dir`: a folder of a sitecustomize for the server (None: none). The Python guard's audit
+    hook doubles the time torch and pyannote take to import; a traced run sees more without it.
+    `linger`: seconds the server runs on after the last answer (onnxruntime's telemetry, when on,
+    sends its first batch about 8 s after the first VAD run)."""
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
     store.mkdir(exist_ok=True)
@@ -66,14 +114,17 @@ def run(model_dir: Path, work: Path, extra_env: dict[str, str] | None = None, ev
         "EARSHOT_ASR_MODEL": str(model_dir),
         "EARSHOT_MODELS_DIR": str(store),
         "EARSHOT_NET_GUARD_LOG": str(guard_log),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(GUARD_DIR), os.environ.get("PYTHONPATH")) if p),
+        "PYTHONPATH": os.pathsep.join(p for p in (site_dir and str(site_dir), os.environ.get("PYTHONPATH")) if p),
+        **({"EARSHOT_DIARIZATION_MODEL": str(diarization_dir)} if diarization_dir else {}),
         **(extra_env or {}),
     }
     wav = wav_bytes(4.0)
     answers: dict[str, dict] = {}
-    server = start_server(env, work / "server.log")
+    trace_file = work / "syscalls.trace"
+    prefix = ("strace", *TRACE_ARGS, "-o", str(trace_file)) if trace else ()
+    server = start_server(env, work / "server.log", timeout=120, prefix=prefix)
     try:
-        with httpx.Client(base_url=server.base_url, timeout=60, trust_env=False) as http:
+        with httpx.Client(base_url=server.base_url, timeout=300, trust_env=False) as http:
 
             def post(path: str, data: dict) -> httpx.Response:
                 return http.post(f"/v1/audio/{path}", data=data, files={"file": ("a.wav", wav, "audio/x-wav")})
@@ -93,19 +144,60 @@ def run(model_dir: Path, work: Path, extra_env: dict[str, str] | None = None, ev
                 answers["missing-model"] = _answer(post("transcriptions", {"model": "missing-model"}))
                 answers["models"] = _answer(http.get("/v1/models"))
             answers["hub-model"] = _answer(post("transcriptions", {"model": "hub-model"}))
+            if chunked:
+                speech = wav_of_meeting()
+                requests = {
+                    "chunked/auto": {"model": "whisper-1", "chunking_strategy": "auto"},
+                    "chunked/server_vad": {"model": "whisper-1", "response_format": "verbose_json",
+                                           "chunking_strategy": json.dumps({"type": "server_vad"})},
+                }
+                if diarization_dir is not None:
+                    names, urls = _references()
+                    diarize = {"model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json",
+                               "chunking_strategy": "auto"}
+                    requests |= {
+                        "diarized": diarize,
+                        "diarized/known": {**diarize, "known_speaker_names[]": names,
+                                           "known_speaker_references[]": urls},
+                        "diarized/stream": {**diarize, "stream": "true"},
+                    }
+                for key, data in requests.items():
+                    answers[key] = _answer(
+                        http.post("/v1/audio/transcriptions", data=data, files={"file": ("m.wav", speech, "audio/x-wav")})
+                    )
+        time.sleep(linger)
     finally:
-        stop_server(server)
+        _stop(server, trace)
     return {
         "answers": answers,
-        "guard": [json.loads(line) for line in guard_log.read_text().splitlines()],
+        "guard": [json.loads(line) for line in guard_log.read_text().splitlines()] if site_dir == GUARD_DIR else None,
         "server_log": server.log(),
+        **({"outbound": outbound(trace_file.read_text()), "trace_lines": len(trace_file.read_text().splitlines())}
+           if trace else {}),
     }
+
+
+def wav_of_meeting() -> bytes:
+    from tests import voices
+    from tests.audio_fixtures import encode
+
+    return encode(voices.meeting().audio, "wav")
 
 
 if __name__ == "__main__":
     config = json.loads(Path(sys.argv[1]).read_text())
     interfaces = loopback_up()
-    report = run(Path(config["model_dir"]), Path(config["work"]), config.get("env"))
+    report = run(
+        Path(config["model_dir"]),
+        Path(config["work"]),
+        config.get("env"),
+        config.get("every_format", True),
+        chunked=config.get("chunked", False),
+        diarization_dir=Path(config["diarization_dir"]) if config.get("diarization_dir") else None,
+        trace=config.get("trace", False),
+        site_dir=Path(config.get("site_dir", GUARD_DIR)) if config.get("site_dir", GUARD_DIR) else None,
+        linger=config.get("linger", 0.0),
+    )
     report["interfaces"] = interfaces
     report["netns"] = os.readlink("/proc/self/ns/net")
     print(json.dumps(report))

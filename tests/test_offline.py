@@ -1,8 +1,10 @@
 """Zero network: the server works with no network at all and never tries to reach one.
 
-One run of tests/offline_session.py: the server under the socket guard, inside a network namespace
-whose only interface is loopback (`unshare -n`) where this machine allows one (else under the
-guard alone, and the namespace test is skipped with the reason). It sends every response format
+One run of tests/offline_session.py: the server under the socket guard and under strace (every
+connect/sendto/sendmsg of every thread and child, native libraries included), inside a network
+namespace whose only interface is loopback (`unshare -n`) where this machine allows one (else
+under the guard alone, and the namespace tests are skipped with the reason). It loads the speech
+and diarization models, chunks, diarizes with known speakers, streams, and sends every response format
 of transcriptions and translations, a stream, and requests for models that are not on the host.
 The guard's log must stay empty from start to shutdown; the controls below show that the guard
 does see the traffic the hub client would make.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,8 +23,12 @@ import pytest
 from app.render import timestamp
 from tests.conftest import ROOT
 from tests.offline_session import FORMATS, GUARD_DIR, MISSING_MODEL, UNCACHED_REPO, run
+from tests.syscall_trace import nscd_running, outbound
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
+# onnxruntime's telemetry, when on, made its first DNS queries 6-8 s after the first VAD run
+# (measured here): the traced server runs on this long after its last answer.
+LINGER = 12.0
 
 
 def _text(script, task: str) -> str:
@@ -44,29 +51,48 @@ def _unshare() -> tuple[list[str] | None, str]:
     )
 
 
-@pytest.fixture(scope="module")
-def offline_run(whisper_model_dir, tmp_path_factory) -> dict:
-    """The session inside a loopback-only network namespace where one can be made, else under the guard alone."""
-    work = tmp_path_factory.mktemp("offline")
-    prefix, reason = _unshare()
-    if prefix is None:
-        return {**run(whisper_model_dir, work / "session"), "no_namespace": reason}
-    config = work / "config.json"
-    config.write_text(json.dumps({"model_dir": str(whisper_model_dir), "work": str(work / "session")}))
+def _session(prefix: list[str], work, **config) -> dict:
+    path = work / "config.json"
+    path.write_text(json.dumps({"work": str(work / "session"), **config}))
     done = subprocess.run(
-        [*prefix, sys.executable, "-m", "tests.offline_session", str(config)],
+        [*prefix, sys.executable, "-m", "tests.offline_session", str(path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout)
 
 
+def _traceable() -> str:
+    """Why the syscall trace cannot be trusted here, or ''."""
+    if shutil.which("strace") is None:
+        return "strace is not installed (apt-get install strace)"
+    if nscd_running():
+        return "nscd runs on this host: it would answer host lookups without a DNS query the trace could see"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def offline_run(whisper_model_dir, diarization_pipeline_dir, tmp_path_factory) -> dict:
+    """The session inside a loopback-only network namespace where one can be made, else under the guard alone."""
+    work = tmp_path_factory.mktemp("offline")
+    prefix, reason = _unshare()
+    if prefix is None:
+        return {**run(whisper_model_dir, work / "session"), "no_namespace": reason}
+    untraceable = _traceable()
+    # Traced, the Python guard is left out: the trace sees all it sees, and more.
+    report = _session(
+        prefix, work, model_dir=str(whisper_model_dir), chunked=True, diarization_dir=str(diarization_pipeline_dir),
+        trace=not untraceable, linger=LINGER, **({"site_dir": None} if not untraceable else {}),
+    )
+    return {**report, "untraceable": untraceable}
+
+
 def check_every_format(report: dict, script) -> None:
     answers = report["answers"]
-    assert report["guard"] == [], "network attempts:\n" + "\n".join(
+    assert not report["guard"], "network attempts:\n" + "\n".join(
         f"{g['event']} {g['target']}\n{g['stack']}" for g in report["guard"]
     )
     for task in ("transcriptions", "translations"):
@@ -118,6 +144,37 @@ def test_every_format_with_no_network_and_no_attempt_to_reach_one(offline_run, s
     check_missing_models(offline_run)
 
 
+def test_no_thread_or_library_tried_to_reach_a_network(offline_run):
+    """Not one connect/send outside loopback, and no DNS query, from start-up to shutdown."""
+    if "no_namespace" in offline_run:
+        pytest.skip(offline_run["no_namespace"])
+    if offline_run["untraceable"]:
+        pytest.skip(offline_run["untraceable"])
+    answers = offline_run["answers"]
+    for key in ("chunked/auto", "chunked/server_vad", "diarized", "diarized/known", "diarized/stream"):
+        assert answers[key]["status"] == 200, (key, answers[key])
+    known = json.loads(answers["diarized/known"]["body"])
+    assert {s["speaker"] for s in known["segments"]} & {"Ann", "Bo"}, known
+    assert offline_run["outbound"] == [], "\n".join(offline_run["outbound"])
+
+
+def test_the_trace_sees_the_telemetry_that_the_switches_stop(whisper_model_dir, tmp_path):
+    """Control: the same server with engines/telemetry.py undone (tests/telemetry_on) makes DNS
+    queries (onnxruntime's 1DS telemetry, for mobile.events.data.microsoft.com), and the trace
+    reports them: the empty result above is the switches' doing, not a blind trace."""
+    prefix, reason = _unshare()
+    if prefix is None:
+        pytest.skip(reason)  # outside a namespace the queries would really leave the machine
+    if untraceable := _traceable():
+        pytest.skip(untraceable)
+    report = _session(
+        prefix, tmp_path, model_dir=str(whisper_model_dir), trace=True, every_format=False, chunked=True,
+        site_dir=str(ROOT / "tests" / "telemetry_on"), linger=LINGER,
+    )
+    assert report["answers"]["chunked/auto"]["status"] == 200
+    assert any(line.startswith("DNS query") for line in report["outbound"]), report["outbound"]
+
+
 def test_the_run_had_only_loopback(offline_run):
     if "no_namespace" in offline_run:
         pytest.skip(offline_run["no_namespace"])
@@ -163,3 +220,30 @@ def test_guard_sees_the_server_go_online_when_downloads_are_allowed(whisper_mode
     assert answer["status"] == 404, answer
     message = json.loads(answer["body"])["error"]["message"]
     assert "could not be downloaded" in message and f"earshot models pull {UNCACHED_REPO}" in message
+
+
+@pytest.mark.parametrize(
+    "line,attempt",
+    [
+        ('17535 connect(19, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.255.255.53")}, 16)'
+         " = -1 ENETUNREACH (Network is unreachable)", True),
+        ('9 sendto(3, "x", 1, 0, {sa_family=AF_INET6, sin6_port=htons(53), sin6_flowinfo=htonl(0), '
+         'inet_pton(AF_INET6, "::1", &sin6_addr), sin6_scope_id=0}, 28) = 1', True),
+        ('9 connect(3, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}, 16) = 0', True),
+        ('9 connect(3, {sa_family=AF_INET, sin_port=htons(443), sin_addr=inet_addr("20.42.65.92")}, 16) = -1', True),
+        ('9 connect(3, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), '
+         'inet_pton(AF_INET6, "2001:db8::1", &sin6_addr), sin6_scope_id=0}, 28) = -1', True),
+        ('9 sendmsg(5, {msg_name={sa_family=AF_INET, sin_port=htons(123), sin_addr=inet_addr("10.0.0.1")}, '
+         "msg_namelen=16}, 0) = 48", True),
+        ('9 connect(4, {sa_family=AF_UNIX, sun_path="/run/systemd/resolve/io.systemd.Resolve"}, 42) = 0', True),
+        ('[pid  77] connect(4, {sa_family=AF_PACKET, sll_protocol=htons(ETH_P_ALL)}, 20) = 0', True),
+        ('9 connect(7, {sa_family=AF_INET, sin_port=htons(8000), sin_addr=inet_addr("127.0.0.1")}, 16) = 0', False),
+        ('9 connect(15, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT', False),
+        ("9 sendto(4, [{nlmsg_len=20, nlmsg_type=RTM_GETADDR}], 20, 0, {sa_family=AF_NETLINK, nl_pid=0, "
+         "nl_groups=00000000}, 12) = 20", False),
+        ("9 connect(19, {sa_family=AF_UNSPEC, sa_data=\"\"}, 16) = 0", False),
+        ('9 sendto(7, "GET / HTTP/1.1", 14, MSG_NOSIGNAL, NULL, 0) = 14', False),
+    ],
+)
+def test_the_trace_reader_flags_exactly_the_attempts(line, attempt):
+    assert bool(outbound(line)) is attempt
