@@ -31,8 +31,14 @@ from engines.registry import ModelEntry, Registry
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 TranslationFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
-LIST_FIELDS = frozenset({"include", "timestamp_granularities", "known_speaker_names", "known_speaker_references"})
+LIST_FIELDS = frozenset(
+    {"include", "keywords", "known_speaker_names", "known_speaker_references", "languages", "timestamp_granularities"}
+)
 MAX_KNOWN_SPEAKERS = 4
+# OpenAI states no bounds. Whisper reads at most 223 tokens of hotwords, so more words than this
+# could never all reach the model.
+MAX_KEYWORDS = 100
+MAX_KEYWORD_CHARS = 100
 MAX_VAD_MS = 3_600_000
 
 
@@ -72,9 +78,34 @@ def _language(value: Any) -> Any:
     return value.lower()
 
 
+def _keyword(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # pydantic's own type error names the field
+    text = " ".join(value.split())
+    if not text or len(text) > MAX_KEYWORD_CHARS:
+        raise PydanticCustomError(
+            "invalid_value",
+            "Invalid 'keywords': each keyword must be 1 to {limit} characters of text, got {value}.",
+            {"limit": MAX_KEYWORD_CHARS, "value": _shown(value)},
+        )
+    return text
+
+
+def _language_code(value: Any) -> Any:
+    if not isinstance(value, str) or value.strip().lower() not in LANGUAGES:
+        raise PydanticCustomError(
+            "invalid_value",
+            "Invalid 'languages': {value} is not a language code. Languages must be specified in ISO-639-1 format.",
+            {"value": _shown(value)},
+        )
+    return value.strip().lower()
+
+
 Upload = Annotated[AudioUpload, BeforeValidator(_as_upload), WithJsonSchema({"type": "string", "format": "binary"})]
 Prompt = Annotated[str | None, BeforeValidator(_blank_to_none)]
 Language = Annotated[str | None, BeforeValidator(_language)]
+Keyword = Annotated[str, BeforeValidator(_keyword)]
+LanguageCode = Annotated[str, BeforeValidator(_language_code)]
 Temperature = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -122,9 +153,11 @@ class TranscriptionRequest(_AudioRequest):
     model: str
     chunking_strategy: Literal["auto"] | ServerVad | None = None
     include: list[Literal["logprobs"]] = []
+    keywords: list[Keyword] = Field([], max_length=MAX_KEYWORDS)
     known_speaker_names: list[str] = Field([], max_length=MAX_KNOWN_SPEAKERS)
     known_speaker_references: list[str] = Field([], max_length=MAX_KNOWN_SPEAKERS)
     language: Language = None
+    languages: list[LanguageCode] = Field([], max_length=len(LANGUAGES))
     prompt: Prompt = None
     response_format: ResponseFormat = "json"
     stream: bool = False
@@ -216,6 +249,19 @@ class TranscriptionRequest(_AudioRequest):
                 )
         if self.prompt is not None and not rules.prompt:
             raise APIError(f"prompt is not supported with model '{self.model}'.", param="prompt", code="unsupported_value")
+        for name in ("keywords", "languages"):
+            if getattr(self, name) and not getattr(rules, name):
+                raise APIError(
+                    f"{name} is not supported with model '{self.model}'. Use 'gpt-transcribe' instead.",
+                    param=name,
+                    code="unsupported_value",
+                )
+        if self.language is not None and self.languages and self.language not in self.languages:
+            raise APIError(
+                f"language '{self.language}' is not one of languages {self.languages}.",
+                param="language",
+                code="invalid_value",
+            )
         return self
 
     @property
@@ -226,6 +272,10 @@ class TranscriptionRequest(_AudioRequest):
     @property
     def wants_logprobs(self) -> bool:
         return "logprobs" in self.include
+
+    @property
+    def reports_languages(self) -> bool:
+        return self.entry.rules.languages
 
     @property
     def diarizes(self) -> bool:
@@ -243,10 +293,16 @@ class TranscriptionRequest(_AudioRequest):
         return frozenset(self.timestamp_granularities or ["segment"])
 
     def transcribe_options(self) -> TranscribeOptions:
+        allowed = tuple(dict.fromkeys(self.languages))
         return TranscribeOptions(
             task="transcribe",
-            language=self.language,
+            # One possible language is no choice: it is decoded in that language.
+            language=self.language or (allowed[0] if len(allowed) == 1 else None),
+            languages=allowed,
             prompt=self.prompt,
+            # As a finished sentence: a list ending mid-phrase ("…, quick brown fox") made tiny.en
+            # take it for the audio's own start and skip those words (measured; README).
+            hotwords=", ".join(self.keywords) + "." if self.keywords else None,
             temperature=self.temperature,
             # Diarized segments are split where the speaker changes between words.
             word_timestamps="word" in self.granularities or self.diarizes,
@@ -293,6 +349,10 @@ class TranslationRequest(_AudioRequest):
 
     @property
     def wants_logprobs(self) -> bool:
+        return False
+
+    @property
+    def reports_languages(self) -> bool:
         return False
 
     @property

@@ -100,7 +100,9 @@ class TranscriptionService:
                 tagged = [piece for segment in segments for piece in tagger.tag(segment)]
                 return JSONResponse(diarized_json(result, tagged, usage(request, info, result.output_tokens)))
             if request.streams:
-                events = transcript_events(info, stream, logprobs=request.wants_logprobs)
+                events = transcript_events(
+                    info, stream, logprobs=request.wants_logprobs, languages=request.reports_languages
+                )
                 handed_over = True
                 observed = self._observed(events, request.entry.id, info, started, slot)
                 return event_response(observed, self.sse_ping_seconds, on_close=slot.release)

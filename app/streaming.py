@@ -15,7 +15,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from app.errors import APIError
-from app.render import token_usage
+from app.render import reported_languages, token_usage
 from engines.base import Segment, TranscriptionInfo
 
 log = logging.getLogger("earshot.streaming")
@@ -38,7 +38,7 @@ def _logprobs(segment: Segment) -> list[dict]:
 
 
 async def transcript_events(
-    info: TranscriptionInfo, segments: AsyncIterator[Segment], *, logprobs: bool
+    info: TranscriptionInfo, segments: AsyncIterator[Segment], *, logprobs: bool, languages: bool = False
 ) -> AsyncIterator[dict]:
     """A delta per decoded segment, then `done` with the whole text, logprobs and usage."""
     text = ""
@@ -61,6 +61,8 @@ async def transcript_events(
         yield _event(failure_body(exc, "transcription"))
         return
     done: dict = {"type": "transcript.text.done", "text": text}
+    if languages:
+        done["languages"] = reported_languages(info, text)
     if logprobs:
         done["logprobs"] = all_logprobs
     done["usage"] = token_usage(info, output_tokens)

@@ -31,7 +31,11 @@ class Chunking:
 class TranscribeOptions:
     task: Task = "transcribe"
     language: str | None = None
+    # With no `language`: detection picks the most probable of these (empty: any language).
+    languages: tuple[str, ...] = ()
     prompt: str | None = None
+    # Words or phrases fed to the decoder before every window (faster-whisper's `hotwords`).
+    hotwords: str | None = None
     # 0 means "let the engine raise the temperature on failure" (OpenAI's documented behaviour).
     temperature: float = 0.0
     word_timestamps: bool = False

@@ -32,6 +32,10 @@ class ModelRules:
     diarize: bool = False
     # gpt-4o-transcribe-diarize: inputs over 30 s need a chunking_strategy (OpenAI's documented rule).
     chunking_over_30s: bool = False
+    # gpt-transcribe: `keywords[]` steer decoding; `languages[]` restrict language detection, and
+    # the detected languages come back in `languages` (json and the stream's done event).
+    keywords: bool = False
+    languages: bool = False
 
 
 PROFILES: dict[str, ModelRules] = {
@@ -40,6 +44,15 @@ PROFILES: dict[str, ModelRules] = {
     ),
     "gpt-4o": ModelRules(
         response_formats=frozenset({"json", "text"}), logprobs=True, stream=True, usage="tokens", error_style="gpt-4o"
+    ),
+    # The SDKs' docs list logprobs for the gpt-4o names only; a registry entry can allow them.
+    "gpt-transcribe": ModelRules(
+        response_formats=frozenset({"json", "text"}),
+        stream=True,
+        usage="tokens",
+        error_style="gpt-4o",
+        keywords=True,
+        languages=True,
     ),
     "gpt-4o-diarize": ModelRules(
         response_formats=frozenset({"json", "text", "diarized_json"}),
@@ -58,10 +71,13 @@ PROFILES: dict[str, ModelRules] = {
         stream=True,
         translate=True,
         usage="tokens",
+        keywords=True,
+        languages=True,
     ),
 }
 
 OPENAI_NAMES: dict[str, str] = {
+    "gpt-transcribe": "gpt-transcribe",
     "whisper-1": "whisper-1",
     "gpt-4o-transcribe": "gpt-4o",
     "gpt-4o-mini-transcribe": "gpt-4o",

@@ -174,18 +174,26 @@ class WhisperEngine:
         # faster-whisper would compute the whole file's spectrogram up front (~14.5 x the audio).
         model.feature_extractor = WindowedFeatureExtractor(model.feature_extractor)
         temperature = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
+        language, probability = options.language, None
+        if language is None and options.languages and model.model.is_multilingual:
+            # faster-whisper detects on the first 30 s too, so this is its choice, restricted.
+            _, _, ranked = model.detect_language(audio=audio[: model.feature_extractor.n_samples])
+            language, probability = _allowed_language(ranked, options.languages)
         segments, info = model.transcribe(
             audio,
-            language=options.language,
+            language=language,
             task=options.task,
             temperature=list(temperature),
             initial_prompt=options.prompt or None,
+            hotwords=options.hotwords or None,
             # Alignment is where CTranslate2 reports per-token probabilities, so logprobs need it too.
             word_timestamps=options.word_timestamps or options.token_logprobs,
             vad_filter=False,
             max_initial_timestamp=self.max_initial_timestamp,
         )
-        out_info = _info(model, audio, options, info.language, float(info.language_probability))
+        if probability is None:
+            probability = float(info.language_probability)
+        out_info = _info(model, audio, options, info.language, probability)
         return Transcription(out_info, self._segments(segments, model, recorder, options, audio))
 
     def _segments(
@@ -270,14 +278,27 @@ def _prompt_ids(model, prompt: str | None) -> list[int]:
     return model.hf_tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
 
 
+def _allowed_language(ranked: list[tuple[str, float]], allowed: tuple[str, ...]) -> tuple[str, float]:
+    """The most probable language (`ranked`: codes, most probable first) among `allowed` (empty:
+    any), with the model's own probability for it."""
+    for code, probability in ranked:
+        if not allowed or code in allowed:
+            return code, float(probability)
+    return allowed[0], 0.0  # none of them is one the model knows: decode in the first, unsure
+
+
 def _info(model, audio: np.ndarray, options: TranscribeOptions, language: str, probability: float) -> TranscriptionInfo:
     duration = len(audio) / SAMPLE_RATE
+    # Text fed to the decoder: the prompt, and the hotwords before every window (each capped as
+    # faster-whisper caps them).
+    hotwords = model.hf_tokenizer.encode(" " + options.hotwords.strip(), add_special_tokens=False).ids if options.hotwords else []
     return TranscriptionInfo(
         language=language,
         language_probability=probability,
         duration=duration,
         audio_tokens=math.ceil(duration * ENCODER_POSITIONS_PER_SECOND),
-        prompt_tokens=min(len(_prompt_ids(model, options.prompt)), MAX_PROMPT_TOKENS),
+        prompt_tokens=min(len(_prompt_ids(model, options.prompt)), MAX_PROMPT_TOKENS)
+        + min(len(hotwords), MAX_PROMPT_TOKENS),
     )
 
 
@@ -351,15 +372,17 @@ class _ChunkedDecoding:
             language = "en"
         elif language is None and encoded is not None:
             # Detected on the first chunk, i.e. on speech rather than on leading silence.
-            token, probability = model.model.detect_language(encoded.output)[0][0]
-            language = token[2:-2]
+            ranked = [(token[2:-2], p) for token, p in model.model.detect_language(encoded.output)[0]]
+            language, probability = _allowed_language(ranked, options.languages)
         elif language is None:
             language = "en"  # no speech found: nothing will be decoded
         self.tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
         )
         self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
-        self.prompt = model.get_prompt(self.tokenizer, _prompt_ids(model, options.prompt), without_timestamps=False)
+        self.prompt = model.get_prompt(
+            self.tokenizer, _prompt_ids(model, options.prompt), without_timestamps=False, hotwords=options.hotwords
+        )
         info = _info(model, self.audio, options, language, float(probability))
         if first is None:
             return Transcription(info, _no_segments())

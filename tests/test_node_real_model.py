@@ -50,14 +50,22 @@ def clip() -> rs.Clip:
 def node(real_server, clip, tmp_path_factory):
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "openai").is_dir():
         pytest.fail("Node SDK not installed: run `npm ci --prefix tests/node` (the README's test command does)")
-    path = tmp_path_factory.mktemp("node-real") / "clip.wav"
+    folder = tmp_path_factory.mktemp("node-real")
+    path, keywords_path = folder / "clip.wav", folder / "keywords.wav"
     path.write_bytes(clip.wav())
+    keywords_path.write_bytes(keywords_clip().wav())
     proc = subprocess.run(
-        ["node", str(NODE_DIR / "real_checks.mjs"), real_server.v1, str(path)],
+        ["node", str(NODE_DIR / "real_checks.mjs"), real_server.v1, str(path), str(keywords_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def keywords_clip() -> rs.Clip:
+    """For the call with keywords. On `clip`, any prompt, keywords included, makes tiny.en stop
+    after the first sentence (its last timestamp jumps to the end of the audio; README)."""
+    return rs.compose([(rs.SENTENCES[0], rs.hibari(rs.SENTENCES[0])), (rs.SENTENCES[3], rs.hibari(rs.SENTENCES[3]))])
 
 
 def ok(results, name):
@@ -181,6 +189,17 @@ def test_diarized_json_names_speakers(node, clip):
     assert all(len(t) == 2 and t[0] in {s["speaker"] for s in segments} for t in turns), result["text"]
     assert " ".join(t[1] for t in turns) == " ".join(s["text"] for s in segments if s["text"])
     assert result["usage"]["type"] == "tokens", result["usage"]
+
+
+def test_gpt_transcribe_returns_the_language(node, clip):
+    result = ok(node, "gpt-transcribe/json")
+    assert result["languages"] == [{"code": "en"}], result
+    assert wer(keywords_clip(), result["text"]) <= MAX_WER, result["text"]
+    assert result["usage"]["type"] == "tokens"
+    events = ok(node, "gpt-transcribe/stream")
+    done = events[-1]
+    assert done["type"] == "transcript.text.done" and done["languages"] == [{"code": "en"}], done
+    assert wer(clip, done["text"]) <= MAX_WER, done["text"]
 
 
 def test_translation_of_english_is_the_words(node, clip):

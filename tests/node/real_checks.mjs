@@ -1,11 +1,11 @@
 // Drives a live Earshot serving REAL Whisper weights with the official Node SDK, and prints what
 // each call returned, as JSON (the Python side, tests/test_node_real_model.py, judges the words).
-// Usage: node real_checks.mjs BASE_URL SPEECH.wav
+// Usage: node real_checks.mjs BASE_URL SPEECH.wav KEYWORDS_SPEECH.wav
 import fs from "node:fs";
 import OpenAI, { toFile } from "openai";
 import { check, results } from "./harness.mjs";
 
-const [baseURL, audioPath] = process.argv.slice(2);
+const [baseURL, audioPath, keywordsPath] = process.argv.slice(2);
 const client = new OpenAI({ baseURL, apiKey: "unused", maxRetries: 0 });
 // A read stream has no known length: the SDK sends the multipart body chunked.
 const audio = () => fs.createReadStream(audioPath);
@@ -40,6 +40,15 @@ await check("to_file", async () =>
 await check("stream", async () => collect(await tr.create({ file: audio(), model: "gpt-4o-mini-transcribe", stream: true })));
 await check("stream_auto", async () =>
   collect(await tr.create({ file: audio(), model: "gpt-4o-mini-transcribe", stream: true, chunking_strategy: "auto" })),
+);
+// The 2026 model: keywords and languages in, languages out (json and the stream's done event).
+await check("gpt-transcribe/json", () =>
+  tr.create({
+    file: fs.createReadStream(keywordsPath), model: "gpt-transcribe", keywords: ["Earshot", "quick brown fox"], languages: ["en", "fr"],
+  }),
+);
+await check("gpt-transcribe/stream", async () =>
+  collect(await tr.create({ file: audio(), model: "gpt-transcribe", languages: ["en"], stream: true })),
 );
 await check("translation", () => client.audio.translations.create({ file: audio(), model: "whisper-1" }));
 await diarized;
