@@ -447,30 +447,6 @@ def test_filename_injection_stays_inside_the_part(server, filename):
         assert error is not None and error["message"].startswith("Unrecognized file format")
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nBad\x01Header: y\r\n\r\n",
-        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n",
-        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
-    ],
-)
-def test_unparseable_http_still_gets_the_envelope(server, raw):
-    url = urlparse(server.base_url)
-    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(raw)
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400"), reply
-    assert b"content-type: application/json" in head.lower()
-    error = json.loads(body)["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "malformed_request"
-    with httpx.Client(base_url=server.base_url) as http:
-        assert http.get("/health").status_code == 200
-
-
 def test_decoding_stops_when_its_request_is_abandoned():
     """A set cancel event stops decoding at the next frame, well before the end of a 2 h file."""
     bomb = hostile_audio.flac_constant(2 * 3600)

@@ -90,6 +90,8 @@ def test_every_answer_has_a_request_id_that_its_log_lines_carry(server, case):
     ids=["declared-too-large", "header-bytes", "chunk-framing", "content-length", "request-line", "version"],
 )
 def test_refusals_before_the_route_get_an_id_and_a_log_line(server, raw, status):
+    """Answered in the envelope (HTTP that cannot be parsed: `malformed_request`, not uvicorn's
+    plain text), with an id its log line carries, and the server still healthy."""
     url = urlparse(server.base_url)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(raw)
@@ -101,8 +103,12 @@ def test_refusals_before_the_route_get_an_id_and_a_log_line(server, raw, status)
     headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
     rid = headers[b"x-request-id"].decode()
     assert RID.fullmatch(rid)
-    assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
+    assert headers[b"content-type"] == b"application/json"
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["code"] == "malformed_request") is (status == 400)
     _assert_logged(server, rid, status)
+    assert httpx.get(server.base_url + "/health").status_code == 200
 
 
 def test_a_500_has_the_id_and_its_traceback_is_logged_under_it(probed, caplog):
