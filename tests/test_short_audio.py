@@ -111,7 +111,7 @@ def real(real_server):
     return openai.OpenAI(base_url=real_server.v1, api_key="k", max_retries=0, _strict_response_validation=True)
 
 
-@pytest.mark.parametrize("path", ["words", "logprobs", "stream-logprobs", "chunked-words", "diarized", "translation"])
+@pytest.mark.parametrize("path", ["words", "stream-logprobs", "diarized", "translation"])
 def test_the_start_of_a_spoken_sentence_on_real_weights(real, real_server, path):
     speech = rs.trim(rs.hibari(rs.SENTENCES[0]))
     for n in SAMPLE_COUNTS:
