@@ -50,13 +50,15 @@ def start_server(
     timeout: float = 60,
     args: tuple[str, ...] = (),
     prefix: tuple[str, ...] = (),
+    unset: tuple[str, ...] = (),
 ) -> LiveServer:
-    """`prefix`: a command the server runs under (e.g. strace); `process` is then that command's."""
+    """`prefix`: a command the server runs under (e.g. strace); `process` is then that command's.
+    `unset`: variables of this process's environment the server must not inherit."""
     port = free_port()
     # In-process apps of earlier tests set the offline switches in this process's environment; a
     # server must start without them, so that it is seen to set them itself.
     inherited = ("EARSHOT_",) + SWITCHES
-    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited) and k not in unset}
     env.update({"EARSHOT_HOST": "127.0.0.1", "EARSHOT_PORT": str(port), **env_overrides})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(

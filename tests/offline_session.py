@@ -33,7 +33,7 @@ import httpx
 
 from tests.audio_fixtures import wav_bytes
 from tests.conftest import ROOT, start_server, stop_server
-from tests.syscall_trace import TRACE_ARGS, outbound
+from tests.syscall_trace import CI_MARKERS, TRACE_ARGS, outbound
 
 GUARD_DIR = ROOT / "tests" / "net_guard"
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -122,7 +122,7 @@ def run(
     answers: dict[str, dict] = {}
     trace_file = work / "syscalls.trace"
     prefix = ("strace", *TRACE_ARGS, "-o", str(trace_file)) if trace else ()
-    server = start_server(env, work / "server.log", timeout=120, prefix=prefix)
+    server = start_server(env, work / "server.log", timeout=120, prefix=prefix, unset=CI_MARKERS if trace else ())
     try:
         with httpx.Client(base_url=server.base_url, timeout=300, trust_env=False) as http:
 

@@ -15,6 +15,11 @@ import ipaddress
 import re
 from pathlib import Path
 
+# onnxruntime keeps its telemetry off where it sees a CI system (names from libonnxruntime's
+# strings, and the generic CI=true). A traced server runs without them, as on an ordinary host, so
+# that only Earshot's own switches can keep it quiet.
+CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
+
 TRACE_ARGS = ("-f", "-qq", "--seccomp-bpf", "-s", "64", "-e", "trace=connect,sendto,sendmsg,sendmmsg")
 
 _CALL = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(connect|sendto|sendmsg|sendmmsg)\((.*)$")
