@@ -170,6 +170,14 @@ def real_server(real_store, diarization_pipeline_dir, tmp_path_factory) -> Itera
 
 
 @pytest.fixture(scope="session")
+def real_client(real_server):
+    """The official Python SDK on the real-weights server, with strict response validation."""
+    import openai
+
+    return openai.OpenAI(base_url=real_server.v1, api_key="unused", max_retries=0, _strict_response_validation=True)
+
+
+@pytest.fixture(scope="session")
 def wav() -> bytes:
     return wav_bytes(4.0)
 

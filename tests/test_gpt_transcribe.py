@@ -37,11 +37,6 @@ MAX_WER = 0.2
 
 
 @pytest.fixture(scope="module")
-def real(real_server):
-    return openai.OpenAI(base_url=real_server.v1, api_key="k", max_retries=0, _strict_response_validation=True)
-
-
-@pytest.fixture(scope="module")
 def wired(server):
     return openai.OpenAI(base_url=server.v1, api_key="k", max_retries=0, _strict_response_validation=True)
 
@@ -55,8 +50,8 @@ def test_listed_with_the_other_models(wired):
     assert "gpt-transcribe" in {m.id for m in wired.models.list().data}
 
 
-def test_keywords_and_languages_in_languages_out(real, clip):
-    result = real.audio.transcriptions.create(
+def test_keywords_and_languages_in_languages_out(real_client, clip):
+    result = real_client.audio.transcriptions.create(
         file=("clip.wav", clip.wav()), model="gpt-transcribe", keywords=["Earshot", "quick brown fox"],
         languages=["en", "de"],
     )
@@ -67,9 +62,9 @@ def test_keywords_and_languages_in_languages_out(real, clip):
     assert result.usage.input_token_details.text_tokens >= 4
 
 
-def test_the_stream_ends_with_the_languages(real, clip):
+def test_the_stream_ends_with_the_languages(real_client, clip):
     events = list(
-        real.audio.transcriptions.create(
+        real_client.audio.transcriptions.create(
             file=("clip.wav", clip.wav()), model="gpt-transcribe", keywords=["Earshot"], stream=True
         )
     )
@@ -79,19 +74,19 @@ def test_the_stream_ends_with_the_languages(real, clip):
     assert "".join(e.delta for e in events[:-1]).strip() == done.text.strip()
 
 
-def test_nothing_said_is_no_language(real):
+def test_nothing_said_is_no_language(real_client):
     silence = encode(np.zeros(16000 * 3, dtype=np.float32), "wav")
-    result = real.audio.transcriptions.create(file=("s.wav", silence), model="gpt-transcribe")
+    result = real_client.audio.transcriptions.create(file=("s.wav", silence), model="gpt-transcribe")
     assert result.text == "" and result.languages == []
-    assert real.audio.transcriptions.create(file=("s.wav", silence), model="gpt-transcribe",
+    assert real_client.audio.transcriptions.create(file=("s.wav", silence), model="gpt-transcribe",
                                             response_format="text") == "\n"
 
 
-def test_keywords_teach_the_model_rare_words(real):
+def test_keywords_teach_the_model_rare_words(real_client):
     def spelled(with_keywords: bool) -> int:
         hits = 0
         for sentence, words in RARE:
-            text = real.audio.transcriptions.create(
+            text = real_client.audio.transcriptions.create(
                 file=("rare.wav", rs.compose([(sentence, rs.hibari(sentence))]).wav()), model="gpt-transcribe",
                 **({"keywords": words} if with_keywords else {}),
             ).text.lower()

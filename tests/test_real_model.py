@@ -14,7 +14,6 @@ import math
 import re
 
 import numpy as np
-import openai
 import pytest
 
 from engines.registry import OPENAI_NAMES, PROFILES
@@ -34,8 +33,8 @@ WORD_END_SLACK = 1.0
 
 
 @pytest.fixture(scope="module")
-def client(real_server):
-    return openai.OpenAI(base_url=real_server.v1, api_key="unused", max_retries=0, _strict_response_validation=True)
+def client(real_client):
+    return real_client
 
 
 @pytest.fixture(scope="module")

@@ -106,16 +106,11 @@ def test_a_clip_of_one_frame_reaches_word_alignment(wired):
     assert all(0 <= w.start <= w.end <= verbose.duration for w in verbose.words or [])
 
 
-@pytest.fixture(scope="module")
-def real(real_server):
-    return openai.OpenAI(base_url=real_server.v1, api_key="k", max_retries=0, _strict_response_validation=True)
-
-
 @pytest.mark.parametrize("path", ["words", "stream-logprobs", "diarized", "translation"])
-def test_the_start_of_a_spoken_sentence_on_real_weights(real, real_server, path):
+def test_the_start_of_a_spoken_sentence_on_real_weights(real_client, real_server, path):
     speech = rs.trim(rs.hibari(rs.SENTENCES[0]))
     for n in SAMPLE_COUNTS:
-        text = _check(real, path, speech[:n])
+        text = _check(real_client, path, speech[:n])
         # Half a second holds a word at most; the model may say it or nothing, not a sentence.
         assert len(rs.normalise(text)) <= 4, (n, text)
     assert "Traceback" not in real_server.log()
