@@ -89,9 +89,9 @@ def decode_reference(data_url: str, index: int) -> np.ndarray:
     return samples
 
 
-def decode_references(request) -> list[tuple[str, np.ndarray]]:
-    """Blocking: run it in a thread."""
-    return [(name, decode_reference(ref, i)) for i, (name, ref) in enumerate(request.known_speakers)]
+def decode_references(known: tuple[tuple[str, str], ...]) -> list[tuple[str, np.ndarray]]:
+    """(name, data URL) pairs to (name, samples). Blocking: run it in a thread."""
+    return [(name, decode_reference(ref, i)) for i, (name, ref) in enumerate(known)]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp
 
 from starlette.concurrency import run_in_threadpool
 
-from app import logs
+from app import logs, page
 from app.admission import Admission
 from app.auth import APIKeyMiddleware
 from app.errors import install_error_handlers
@@ -74,7 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admission=Admission(settings.max_concurrent, settings.max_queue),
         metrics=metrics,
         max_audio_seconds=settings.max_audio_seconds,
-        sse_ping_seconds=settings.sse_ping_seconds,
         request_timeout=settings.request_timeout,
     )
 
@@ -108,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(page.router)
     app.add_middleware(APIKeyMiddleware, keys=settings.accepted_keys())
     return app
 

@@ -9,6 +9,7 @@ from app.disconnect import ClientGone, cancel_on_disconnect
 from app.errors import APIError
 from app.multipart import read_form
 from app.openapi_body import multipart_body
+from app.responses import answer
 from app.protocol import TranscriptionRequest, TranslationRequest, parse_request
 
 router = APIRouter()
@@ -22,7 +23,8 @@ async def _audio_endpoint(request: Request, model: type) -> Response:
         async with read_form(request, state.settings.max_upload_bytes) as fields:
             parsed = parse_request(model, fields, state.registry)
             labels = {"model": parsed.entry.id, "format": parsed.response_format}
-            response = await cancel_on_disconnect(request, state.service.handle(parsed))
+            work = answer(state.service, parsed, ping_seconds=state.settings.sse_ping_seconds)
+            response = await cancel_on_disconnect(request, work)
         status = response.status_code
         return response
     except APIError as exc:

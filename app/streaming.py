@@ -78,7 +78,16 @@ def event_response(
         events,
         sep="\n",
         ping=ping_seconds,
-        background=BackgroundTask(on_close) if on_close else None,
+        background=BackgroundTask(_on_loop(on_close)) if on_close else None,
         # Keep proxies (nginx, CDNs) from buffering the stream.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _on_loop(function: Callable[[], None]) -> Callable:
+    # Starlette runs a plain function's background task in a worker thread; closing a job needs
+    # the event loop (its admission slot is an asyncio semaphore).
+    async def run() -> None:
+        function()
+
+    return run
