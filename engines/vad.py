@@ -38,7 +38,7 @@ from engines.base import SAMPLE_RATE, Chunking
 
 FRAME = 512  # samples per VAD frame at 16 kHz (32 ms)
 _CONTEXT = 64  # samples of the previous frame the model sees with each frame
-_FRAMES_PER_CALL = 1024  # frames per ONNX call (~33 s of audio)
+FRAMES_PER_CALL = 1024  # frames per ONNX call (~33 s of audio)
 MAX_CHUNK_SAMPLES = 30 * SAMPLE_RATE  # one Whisper window
 NEG_THRESHOLD_GAP = 0.15  # silero-vad's default hysteresis
 MIN_SPEECH_MS = 250
@@ -188,26 +188,42 @@ def model_path() -> Path:
     return path
 
 
+class SileroStream:
+    """silero-vad's recurrent state for one audio stream, so frames can be scored as they arrive.
+
+    The state is the LSTM's hidden and cell vectors plus the last `_CONTEXT` samples of the previous
+    frame; scoring a stream's frames in any grouping gives the probabilities of scoring them at once.
+    """
+
+    def __init__(self) -> None:
+        self._hidden = np.zeros((1, 1, 128), dtype=np.float32)
+        self._cell = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(_CONTEXT, dtype=np.float32)
+
+    def probabilities(self, frames: np.ndarray) -> np.ndarray:
+        """Speech probability of each row of `frames` (shape (n, FRAME), float32), continuing the stream."""
+        if len(frames) == 0:
+            return np.zeros(0, dtype=np.float32)
+        contexts = np.empty((len(frames), _CONTEXT), dtype=np.float32)
+        contexts[0] = self._context
+        contexts[1:] = frames[:-1, -_CONTEXT:]
+        self._context = frames[-1, -_CONTEXT:].copy()
+        probs, self._hidden, self._cell = _SileroSequence.session().run(
+            ["speech_probs", "hn", "cn"],
+            {"input": np.concatenate((contexts, frames), axis=1), "h": self._hidden, "c": self._cell},
+        )
+        return probs.reshape(-1)
+
+
 def speech_probabilities(audio: np.ndarray, gain: float = 1.0) -> Iterator[np.ndarray]:
     """Per-frame speech probabilities (one per FRAME samples, the last frame zero-padded), in blocks."""
-    session = _SileroSequence.session()
-    hidden = np.zeros((1, 1, 128), dtype=np.float32)
-    cell = np.zeros((1, 1, 128), dtype=np.float32)
-    context = np.zeros(_CONTEXT, dtype=np.float32)
-    step = FRAME * _FRAMES_PER_CALL
+    stream = SileroStream()
+    step = FRAME * FRAMES_PER_CALL
     for first in range(0, len(audio), step):
         part = _apply_gain(np.asarray(audio[first : first + step], dtype=np.float32), gain)
         frames = np.zeros(((len(part) + FRAME - 1) // FRAME, FRAME), dtype=np.float32)
         frames.reshape(-1)[: len(part)] = part
-        contexts = np.empty((len(frames), _CONTEXT), dtype=np.float32)
-        contexts[0] = context
-        contexts[1:] = frames[:-1, -_CONTEXT:]
-        context = frames[-1, -_CONTEXT:].copy()
-        probs, hidden, cell = session.run(
-            ["speech_probs", "hn", "cn"],
-            {"input": np.concatenate((contexts, frames), axis=1), "h": hidden, "c": cell},
-        )
-        yield probs.reshape(-1)
+        yield stream.probabilities(frames)
 
 
 @dataclass(frozen=True)
