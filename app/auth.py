@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import APIError
 
+SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
 MISSING = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
     "Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
@@ -38,12 +39,17 @@ class APIKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or not scope["path"].startswith("/v1/"):
+        if scope["type"] not in ("http", "websocket") or not self.keys or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1").strip()
         scheme, _, token = header.partition(" ")
         token = token.strip()
+        if scope["type"] == "websocket" and not header:
+            # Browsers cannot set headers on a WebSocket: OpenAI takes the key as a subprotocol.
+            offered = [p for p in scope.get("subprotocols", []) if p.startswith(SUBPROTOCOL_KEY_PREFIX)]
+            if offered:
+                scheme, token = "bearer", offered[0][len(SUBPROTOCOL_KEY_PREFIX) :]
         if scheme.lower() != "bearer" or not token:
             error = APIError(MISSING, status=401, type="invalid_request_error")
         elif not key_matches(token, self.keys):
@@ -57,4 +63,17 @@ class APIKeyMiddleware:
         else:
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await refuse_upgrade(error, scope, receive, send)
+            return
         await error.response()(scope, receive, send)
+
+
+async def refuse_upgrade(error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
+    """An HTTP error as the answer to a WebSocket upgrade (where the server can send one)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        # Starlette's responses send `websocket.http.response.*` messages in a websocket scope.
+        await error.response()(scope, receive, send)
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})

@@ -17,6 +17,8 @@ from app.auth import APIKeyMiddleware
 from app.errors import install_error_handlers
 from app.memory import ReleaseWhenIdle, limit_arenas
 from app.metrics import Metrics
+from app.realtime.route import SessionCount
+from app.realtime.route import router as realtime_router
 from app.request_ids import RequestIdMiddleware
 from app.routes import router
 from app.serving import TranscriptionService
@@ -105,8 +107,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.manager = manager
     app.state.metrics = metrics
     app.state.service = service
+    app.state.realtime_sessions = SessionCount(settings.realtime_max_sessions)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(realtime_router)
     app.include_router(page.router)
     app.add_middleware(APIKeyMiddleware, keys=settings.accepted_keys())
     return app

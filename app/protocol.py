@@ -300,9 +300,7 @@ class TranscriptionRequest(_AudioRequest):
             language=self.language or (allowed[0] if len(allowed) == 1 else None),
             languages=allowed,
             prompt=self.prompt,
-            # As a finished sentence: a list ending mid-phrase ("…, quick brown fox") made tiny.en
-            # take it for the audio's own start and skip those words (measured; README).
-            hotwords=", ".join(self.keywords) + "." if self.keywords else None,
+            hotwords=hotwords(self.keywords),
             temperature=self.temperature,
             # Diarized segments are split where the speaker changes between words.
             word_timestamps="word" in self.granularities or self.diarizes,
@@ -361,6 +359,13 @@ class TranslationRequest(_AudioRequest):
 
     def transcribe_options(self) -> TranscribeOptions:
         return TranscribeOptions(task="translate", prompt=self.prompt, temperature=self.temperature)
+
+
+def hotwords(keywords: list[str]) -> str | None:
+    """gpt-transcribe's `keywords` as the decoder's hotwords."""
+    # As a finished sentence: a list ending mid-phrase ("…, quick brown fox") made tiny.en take it
+    # for the audio's own start and skip those words (measured; README).
+    return ", ".join(keywords) + "." if keywords else None
 
 
 def _shown(value: Any, limit: int = 60) -> str:

@@ -38,6 +38,9 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -74,4 +77,27 @@ class RequestIdMiddleware:
             raise  # a body cut short: only closing the connection tells the client
         finally:
             log_access(scope["method"], scope["path"], status or 500, started)
+            logs.request_id.reset(token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The id goes on the upgrade's answer (accepted or refused) and on the session's log lines;
+        the access line is written when the socket closes."""
+        rid = new_id()
+        token = logs.request_id.set(rid)
+        started = time.monotonic()
+        status = None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] in ("websocket.accept", "websocket.http.response.start"):
+                status = 101 if message["type"] == "websocket.accept" else message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            elif message["type"] == "websocket.close" and status is None:
+                status = 403  # refused before the upgrade: the server answers 403
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log_access("GET", scope["path"], status or 500, started, websocket=True)
             logs.request_id.reset(token)

@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     max_concurrent: int = Field(8, description="Requests decoding at once (they share models and batches).")
     max_queue: int = Field(64, description="Requests waiting for a decoding slot; beyond it → 429 with Retry-After.")
     request_timeout: float = Field(0, description="Seconds a request may run before it is stopped; 0 = no limit.")
+    realtime_max_sessions: int = Field(
+        32, description="Realtime transcription sockets open at once; beyond it the upgrade is refused with 429."
+    )
+    realtime_max_buffer_seconds: float = Field(
+        300.0,
+        description="Audio a realtime session may hold undecoded (an uncommitted buffer, or turns waiting for "
+        "the engine); beyond it appends are refused with an error event.",
+    )
+    realtime_idle_timeout: float = Field(
+        300.0, description="Seconds a realtime socket may send no event before it is closed; 0 = no limit."
+    )
+    realtime_piece_seconds: float = Field(
+        10.0,
+        description="During a long turn, decode what was said so far at the first short pause after this many "
+        "seconds, so deltas arrive before the speaker stops.",
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         [], description="Accepted API keys (comma list). Set: /v1/* needs `Authorization: Bearer <key>`."
     )

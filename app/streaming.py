@@ -15,7 +15,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from app.errors import APIError
-from app.render import reported_languages, token_usage
+from app.render import logprobs_of, reported_languages, token_usage
 from engines.base import Segment, TranscriptionInfo
 
 log = logging.getLogger("earshot.streaming")
@@ -31,10 +31,6 @@ def failure_body(exc: Exception, what: str) -> dict:
         return exc.body()
     log.exception("%s failed mid-stream", what)
     return APIError("The server had an error while processing your request.", status=500).body()
-
-
-def _logprobs(segment: Segment) -> list[dict]:
-    return [{"token": lp.token, "logprob": lp.logprob, "bytes": lp.bytes} for lp in segment.logprobs or []]
 
 
 async def transcript_events(
@@ -54,7 +50,7 @@ async def transcript_events(
                 text += delta
                 event = {"type": "transcript.text.delta", "delta": delta}
                 if logprobs:
-                    event["logprobs"] = _logprobs(segment)
+                    event["logprobs"] = logprobs_of([segment])
                     all_logprobs.extend(event["logprobs"])
                 yield _event(event)
     except Exception as exc:  # the response has started: the error travels as an event
