@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.service = service
     app.state.realtime_sessions = SessionCount(settings.realtime_max_sessions)
+    metrics.realtime_sessions.set_function(lambda: app.state.realtime_sessions.open)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(realtime_router)

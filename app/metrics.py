@@ -43,6 +43,7 @@ class Metrics:
             "earshot_model_load_seconds", "Model load time.", ["engine", "model"],
             buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
         )
+        self.realtime_sessions = Gauge("earshot_realtime_sessions", "Realtime transcription sockets open.", registry=r)
         self.models_loaded = Gauge("earshot_models_loaded", "Models resident in memory.", registry=r)
 
     def render(self) -> bytes:

@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     )
     realtime_max_buffer_seconds: float = Field(
         300.0,
-        description="Audio a realtime session may hold undecoded (an uncommitted buffer, or turns waiting for "
-        "the engine); beyond it appends are refused with an error event.",
+        description="Audio a realtime session may hold undecoded: an uncommitted buffer past it refuses appends "
+        "with an error event; turns waiting for the engine past it pause reading the socket.",
     )
     realtime_idle_timeout: float = Field(
         300.0, description="Seconds a realtime socket may send no event before it is closed; 0 = no limit."
