@@ -115,6 +115,9 @@ def serve(settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         http=EnvelopeHttpToolsProtocol.with_head_timeout(settings.head_timeout),
+        # The Node SDK opens realtime sockets on wss:// only: TLS here, or in a proxy in front.
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )
     server = DrainingServer(config)
     server.run()

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(None, description="File with one accepted API key per line.")
     shutdown_timeout: float = Field(30, description="On SIGTERM, seconds to let in-flight requests finish.")
     log_format: Literal["json", "text"] = Field("json", description="Log lines as JSON objects or plain text.")
+    ssl_certfile: Path | None = Field(
+        None, description="Serve HTTPS and wss:// with this PEM certificate (chain); needs EARSHOT_SSL_KEYFILE."
+    )
+    ssl_keyfile: Path | None = Field(None, description="The certificate's PEM private key.")
     host: str = Field("127.0.0.1", description="Bind address for `earshot serve`.")
     port: int = Field(8000, description="Port for `earshot serve`.")
     log_level: str = Field("info", description="Log level.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,15 +52,19 @@ def start_server(
     args: tuple[str, ...] = (),
     prefix: tuple[str, ...] = (),
     unset: tuple[str, ...] = (),
+    tls: tuple[Path, Path] | None = None,
 ) -> LiveServer:
     """`prefix`: a command the server runs under (e.g. strace); `process` is then that command's.
-    `unset`: variables of this process's environment the server must not inherit."""
+    `unset`: variables of this process's environment the server must not inherit.
+    `tls`: (certificate, key) PEM files: the server speaks HTTPS (and wss://)."""
     port = free_port()
     # In-process apps of earlier tests set the offline switches in this process's environment; a
     # server must start without them, so that it is seen to set them itself.
     inherited = ("EARSHOT_",) + SWITCHES
     env = {k: v for k, v in os.environ.items() if not k.startswith(inherited) and k not in unset}
     env.update({"EARSHOT_HOST": "127.0.0.1", "EARSHOT_PORT": str(port), **env_overrides})
+    if tls is not None:
+        env.update({"EARSHOT_SSL_CERTFILE": str(tls[0]), "EARSHOT_SSL_KEYFILE": str(tls[1])})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
         [*prefix, str(Path(sys.executable).parent / "earshot"), "serve", *args],
@@ -68,13 +73,14 @@ def start_server(
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = LiveServer(f"{'https' if tls else 'http'}://127.0.0.1:{port}", process, log_path)
+    verify = ssl.create_default_context(cafile=str(tls[0])) if tls else True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"earshot serve exited early:\n{server.log()}")
         try:
-            if httpx.get(server.base_url + "/health", timeout=1).status_code == 200:
+            if httpx.get(server.base_url + "/health", timeout=1, verify=verify).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
@@ -154,6 +160,19 @@ def real_store(tmp_path_factory) -> Path:
 
 def start_real_server(store: Path, model: str, log: Path, **env: str) -> LiveServer:
     return start_server({"EARSHOT_ASR_MODEL": model, "EARSHOT_MODELS_DIR": str(store), **env}, log, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM), made with openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,6 +26,7 @@ from scipy.signal import resample_poly
 
 from app.realtime.audio_formats import _TABLES, encode_g711
 from tests import real_speech as rs
+from tests.conftest import start_server, stop_server
 
 NODE_DIR = Path(__file__).parent / "node"
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
@@ -92,7 +94,18 @@ def mulaw(clip) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def node(real_server, clip, mulaw, tmp_path_factory):
+def tls_server(real_store, tls_files, tmp_path_factory):
+    """Real tiny.en served over TLS: the Node SDK opens realtime sockets on wss:// only."""
+    live = start_server(
+        {"EARSHOT_ASR_MODEL": "faster-whisper-tiny.en", "EARSHOT_MODELS_DIR": str(real_store)},
+        tmp_path_factory.mktemp("logs") / "tls-server.log", timeout=120, tls=tls_files,
+    )  # fmt: skip
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="module")
+def node(tls_server, tls_files, clip, mulaw, tmp_path_factory):
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "ws").is_dir():
         pytest.fail("Node SDK or ws not installed: run `npm ci --prefix tests/node` (the README's test command does)")
     folder = tmp_path_factory.mktemp("node-realtime")
@@ -100,8 +113,10 @@ def node(real_server, clip, mulaw, tmp_path_factory):
     pcm_path.write_bytes(pcm24(clip.samples).astype("<i2").tobytes())
     mulaw_path.write_bytes(mulaw)
     proc = subprocess.run(
-        ["node", str(NODE_DIR / "realtime_checks.mjs"), real_server.v1, str(pcm_path), str(len(TEXTS)), str(mulaw_path)],
+        ["node", str(NODE_DIR / "realtime_checks.mjs"), tls_server.v1, str(pcm_path), str(len(TEXTS)), str(mulaw_path)],
         capture_output=True, text=True, timeout=180,
+        # The SDK itself is unchanged; Node is told to trust the test's own certificate authority.
+        env={**os.environ, "NODE_EXTRA_CA_CERTS": str(tls_files[0])},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)

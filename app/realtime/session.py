@@ -223,7 +223,10 @@ class RealtimeSession:
     async def _decode_items(self) -> None:
         while True:
             item = await self._items.get()
-            await self._transcribe(item)
+            try:
+                await self._transcribe(item)
+            except Exception:  # one item's fault must not stop the items after it
+                log.exception("realtime item %s failed", item.id)
 
     async def _transcribe(self, item: _Item) -> None:
         entry, config = self._entry, self.config

@@ -6,11 +6,9 @@
 //   MULAW_FILE: raw G.711 μ-law at 8 kHz, committed by hand as one item.
 //
 // The SDK always connects with TLS: it turns the client's base URL into `wss://…/realtime` and
-// refuses any other scheme. Earshot on loopback speaks plain HTTP, so the socket is handed a plain
-// TCP connection through `ws`'s own `createConnection` option (what a TLS front would do for a real
-// deployment); the URL, headers and every frame are the SDK's.
+// refuses any other scheme. So BASE_URL is an Earshot serving HTTPS (EARSHOT_SSL_CERTFILE), whose
+// certificate Node is told to trust (NODE_EXTRA_CA_CERTS); the SDK is used as it comes.
 import fs from "node:fs";
-import net from "node:net";
 import OpenAI from "openai";
 import { OpenAIRealtimeWS } from "openai/realtime/ws";
 
@@ -35,7 +33,7 @@ async function session(name, { update, audio, commit, completions }) {
   let rt;
   try {
     rt = new OpenAIRealtimeWS(
-      { intent: "transcription", options: { createConnection: (o) => net.connect({ host: o.host, port: Number(o.port) }) } },
+      { intent: "transcription" },
       client,
     );
   } catch (err) {
