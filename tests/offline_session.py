@@ -2,12 +2,12 @@
 
 `run()` starts the server with tests/net_guard on its PYTHONPATH (every Python-level network
 attempt is logged and refused) and, with `trace`, under strace (every connect/send of every
-thread and child process, native libraries included: tests/syscall_trace.py). It sends a
-transcription in every response format, a translation in every format, a stream, and requests for
-models that are not on the host; with a diarization model also chunked requests (`auto`,
-`server_vad`) and diarized ones with known speakers, plain and streamed. It stops the server and
-returns what came back, the guard's log and the trace's outbound attempts. tests/test_offline.py
-calls it directly, and also as
+thread and child process, native libraries included: tests/syscall_trace.py). With `chunked` it
+first sends chunked requests (`auto`, `server_vad`) and, with a diarization model, diarized ones
+with known speakers, plain and streamed; then a transcription in every response format, a
+translation in every format, a stream, and requests for models that are not on the host. It
+stops the server and returns what came back, the guard's log and the trace's outbound attempts.
+tests/test_offline.py calls it directly, and also as
 
     unshare -n python -m tests.offline_session CONFIG.json
 
@@ -102,8 +102,10 @@ def run(
 ) -> dict:
     """`site_dir`: a folder of a sitecustomize for the server (None: none). The Python guard's audit
     hook doubles the time torch and pyannote take to import; a traced run sees more without it.
-    `linger`: seconds the server runs on after the last answer (onnxruntime's telemetry, when on,
-    sends its first batch about 8 s after the first VAD run)."""
+    `linger`: seconds the server runs on after the last request that ran the VAD (onnxruntime) or
+    diarization (onnxruntime's telemetry, when on, sends its first batch about 8 s after the first
+    VAD run). Those requests go first; the plain transcriptions, which run neither, follow while
+    that time runs, and the server waits out what is left of it after the last answer."""
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
     store.mkdir(exist_ok=True)
@@ -129,21 +131,6 @@ def run(
             def post(path: str, data: dict) -> httpx.Response:
                 return http.post(f"/v1/audio/{path}", data=data, files={"file": ("a.wav", wav, "audio/x-wav")})
 
-            for fmt in FORMATS if every_format else ():
-                data = {"model": "whisper-1", "response_format": fmt}
-                if fmt == "verbose_json":
-                    data["timestamp_granularities[]"] = ["word", "segment"]
-                answers[f"transcriptions/{fmt}"] = _answer(post("transcriptions", data))
-                answers[f"translations/{fmt}"] = _answer(
-                    post("translations", {"model": "whisper-1", "response_format": fmt})
-                )
-            if every_format:
-                answers["transcriptions/stream"] = _answer(
-                    post("transcriptions", {"model": "gpt-4o-transcribe", "stream": "true", "include[]": "logprobs"})
-                )
-                answers["missing-model"] = _answer(post("transcriptions", {"model": "missing-model"}))
-                answers["models"] = _answer(http.get("/v1/models"))
-            answers["hub-model"] = _answer(post("transcriptions", {"model": "hub-model"}))
             if chunked:
                 speech = wav_of_meeting()
                 requests = {
@@ -165,7 +152,24 @@ def run(
                     answers[key] = _answer(
                         http.post("/v1/audio/transcriptions", data=data, files={"file": ("m.wav", speech, "audio/x-wav")})
                     )
-        time.sleep(linger)
+            # The last request that ran the VAD or diarization is answered: `linger` counts from here.
+            lingering_since = time.monotonic()
+            for fmt in FORMATS if every_format else ():
+                data = {"model": "whisper-1", "response_format": fmt}
+                if fmt == "verbose_json":
+                    data["timestamp_granularities[]"] = ["word", "segment"]
+                answers[f"transcriptions/{fmt}"] = _answer(post("transcriptions", data))
+                answers[f"translations/{fmt}"] = _answer(
+                    post("translations", {"model": "whisper-1", "response_format": fmt})
+                )
+            if every_format:
+                answers["transcriptions/stream"] = _answer(
+                    post("transcriptions", {"model": "gpt-4o-transcribe", "stream": "true", "include[]": "logprobs"})
+                )
+                answers["missing-model"] = _answer(post("transcriptions", {"model": "missing-model"}))
+                answers["models"] = _answer(http.get("/v1/models"))
+            answers["hub-model"] = _answer(post("transcriptions", {"model": "hub-model"}))
+        time.sleep(max(0.0, linger - (time.monotonic() - lingering_since)))
     finally:
         _stop(server, trace)
     return {

@@ -7,7 +7,8 @@ under the guard alone, and the namespace tests are skipped with the reason). It 
 and diarization models, chunks, diarizes with known speakers, streams, and sends every response format
 of transcriptions and translations, a stream, and requests for models that are not on the host.
 The guard's log must stay empty from start to shutdown; the controls below show that the guard
-does see the traffic the hub client would make.
+does see the traffic the hub client would make, and the trace the telemetry the switches stop.
+The controls' servers run beside the main run's (they mostly wait), so they add little time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,11 @@ from tests.syscall_trace import nscd_running, outbound
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 # onnxruntime's telemetry, when on, made its first DNS queries 6-8 s after the first VAD run
-# (measured here): the traced server runs on this long after its last answer.
+# (measured here): the traced server runs on this long after its last request that ran the VAD.
 LINGER = 10.0
+# The control runs beside the main run (below), where its wait costs nothing: it waits longer, so
+# that a busy machine cannot make it miss the queries it must see.
+CONTROL_LINGER = 15.0
 
 
 def _text(script, task: str) -> str:
@@ -76,7 +81,25 @@ def _traceable() -> str:
 
 
 @pytest.fixture(scope="module")
-def offline_run(whisper_model_dir, diarization_pipeline_dir, tmp_path_factory) -> dict:
+def controls(whisper_model_dir, tmp_path_factory):
+    """The two control runs, each its own server (telemetry switches undone, traced in a namespace
+    of its own; downloads allowed, under the guard), started before the main run and left to run
+    beside it: they spend most of their time waiting, while the main run's server mostly imports
+    torch and pyannote on one core. Each test below takes its run's result."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {
+            "telemetry": pool.submit(
+                _telemetry_control, whisper_model_dir, tmp_path_factory.mktemp("telemetry-control")
+            ),
+            "downloads": pool.submit(
+                run, whisper_model_dir, tmp_path_factory.mktemp("downloads-control"),
+                {"EARSHOT_ALLOW_DOWNLOADS": "1"}, False,
+            ),
+        }
+
+
+@pytest.fixture(scope="module")
+def offline_run(controls, whisper_model_dir, diarization_pipeline_dir, tmp_path_factory) -> dict:
     """The session inside a loopback-only network namespace where one can be made, else under the guard alone."""
     work = tmp_path_factory.mktemp("offline")
     prefix, reason = _unshare()
@@ -169,21 +192,30 @@ def test_no_thread_or_library_tried_to_reach_a_network(offline_run):
     assert not (Path(offline_run["home"]) / ".cache" / "Microsoft").exists()
 
 
-def test_the_trace_sees_the_telemetry_that_the_switches_stop(whisper_model_dir, tmp_path):
+def _telemetry_control(model_dir, work) -> dict:
+    """The same server with engines/telemetry.py undone (tests/telemetry_on), traced in a namespace
+    of its own; {"skip": why} where that cannot be."""
+    prefix, reason = _unshare()
+    if prefix is None:
+        return {"skip": reason}  # outside a namespace the queries would really leave the machine
+    if untraceable := _traceable():
+        return {"skip": untraceable}
+    report = _session(
+        prefix, work, model_dir=str(model_dir), trace=True, every_format=False, chunked=True,
+        site_dir=str(ROOT / "tests" / "telemetry_on"), linger=CONTROL_LINGER, env=_fresh_home(work / "home"),
+    )
+    return {**report, "home": str(work / "home")}
+
+
+def test_the_trace_sees_the_telemetry_that_the_switches_stop(controls):
     """Control: the same server with engines/telemetry.py undone (tests/telemetry_on) makes DNS
     queries (onnxruntime's 1DS telemetry, for mobile.events.data.microsoft.com), and the trace
     reports them: the empty result above is the switches' doing, not a blind trace."""
-    prefix, reason = _unshare()
-    if prefix is None:
-        pytest.skip(reason)  # outside a namespace the queries would really leave the machine
-    if untraceable := _traceable():
-        pytest.skip(untraceable)
-    report = _session(
-        prefix, tmp_path, model_dir=str(whisper_model_dir), trace=True, every_format=False, chunked=True,
-        site_dir=str(ROOT / "tests" / "telemetry_on"), linger=LINGER, env=_fresh_home(tmp_path / "home"),
-    )
+    report = controls["telemetry"].result()
+    if "skip" in report:
+        pytest.skip(report["skip"])
     assert report["answers"]["chunked/auto"]["status"] == 200
-    assert (tmp_path / "home" / ".cache" / "Microsoft").exists()  # its event queue
+    assert (Path(report["home"]) / ".cache" / "Microsoft").exists()  # its event queue
     assert any(line.startswith("DNS query") for line in report["outbound"]), report["outbound"]
 
 
@@ -224,9 +256,9 @@ def test_offline_switches_stop_the_hub_client_that_the_guard_would_catch(tmp_pat
         assert any(e["target"] == "'huggingface.co'" and e["refused"] for e in entries), entries
 
 
-def test_guard_sees_the_server_go_online_when_downloads_are_allowed(whisper_model_dir, tmp_path):
+def test_guard_sees_the_server_go_online_when_downloads_are_allowed(controls):
     """Control: the same server with EARSHOT_ALLOW_DOWNLOADS=1 does try the hub, and the guard catches it."""
-    report = run(whisper_model_dir, tmp_path, {"EARSHOT_ALLOW_DOWNLOADS": "1"}, every_format=False)
+    report = controls["downloads"].result()
     assert any("huggingface.co" in g["target"] and g["refused"] for g in report["guard"]), report["guard"]
     answer = report["answers"]["hub-model"]
     assert answer["status"] == 404, answer
