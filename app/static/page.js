@@ -598,6 +598,8 @@ function setUpLive() {
 // --- start -------------------------------------------------------------------------------------
 
 function setUpKey() {
+  // Enter in the key field would submit the form and reload the page.
+  $("settings").addEventListener("submit", (event) => event.preventDefault());
   const input = $("api-key");
   input.value = localStorage.getItem(KEY_STORE) || "";
   input.addEventListener("change", () => {
