@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import statistics
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import httpx
@@ -39,18 +37,10 @@ sys.path.insert(0, str(ROOT))
 from engines.wheel_models import assemble  # noqa: E402
 from tests.conftest import start_server, stop_server  # noqa: E402
 from tests.real_speech import SENTENCES, hibari  # noqa: E402
-from tests.realtime_client import SERVER_VAD, audio_input, pcm24  # noqa: E402
+from tests.realtime_client import SERVER_VAD, audio_input, pcm24, pcm_wav  # noqa: E402
 
 RATE = 16000
 CHUNK = 4800  # 100 ms of 24 kHz 16-bit audio
-
-
-def pcm_wav(pcm: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 def layout(sentences: list[np.ndarray], pause: float) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -69,7 +59,6 @@ async def session(client, http: httpx.AsyncClient, clip: np.ndarray, turn_ends: 
     pcm = pcm24(clip)
     sent_at: dict[int, float] = {}  # 16 kHz sample → wall time when it was sent
     marks: list[dict] = []
-    http_tasks = []
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.session.update(session={"type": "transcription", "audio": audio_input(turn_detection=SERVER_VAD)})
 

@@ -5,12 +5,16 @@ so a shape the SDKs would not accept fails the test that received it."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
+import wave
 
+import av
 import numpy as np
 from openai.types.realtime import RealtimeServerEvent
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
+from scipy.signal import resample_poly
 from websockets.sync.client import connect
 
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
@@ -23,10 +27,32 @@ TRANSCRIPTION_EVENTS = frozenset({
 })  # fmt: skip
 
 
+# What OpenAI's own server sends beyond the SDKs' types: the SDKs type the session of
+# `session.created` / `session.updated` as the session *request*, without `object` (nor `id` and
+# `expires_at`, which Earshot does not send).
+UNTYPED = {".session.object", ".session.id", ".session.expires_at"}
+
+
+def unknown_fields(value, path: str = "") -> list[str]:
+    """Fields the SDK's models kept as extras (it accepts unknown fields silently), at any depth."""
+    found = []
+    if isinstance(value, BaseModel):
+        found += [f"{path}.{key}" for key in value.model_extra or {}]
+        for key in type(value).model_fields:
+            found += unknown_fields(getattr(value, key), f"{path}.{key}")
+    elif isinstance(value, list):
+        for k, element in enumerate(value):
+            found += unknown_fields(element, f"{path}[{k}]")
+    return found
+
+
 def checked(event: dict) -> dict:
+    """The event, after checking it is a transcription session's and parses as the SDK's type with
+    no field the SDK does not know."""
     assert event["type"] in TRANSCRIPTION_EVENTS, event
     parsed = SERVER_EVENT.validate_python(event)
     assert parsed.type == event["type"]
+    assert set(unknown_fields(parsed)) <= UNTYPED, (event["type"], unknown_fields(parsed))
     assert event["event_id"].startswith("event_")
     return event
 
@@ -83,20 +109,42 @@ def audio_input(fmt: str = "audio/pcm", model: str = "whisper-1", turn_detection
 SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
 
 
+def int16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2")
+
+
 def pcm24(samples16k: np.ndarray) -> bytes:
     """16 kHz float32 → the realtime API's `audio/pcm`: 24 kHz 16-bit little-endian."""
-    from scipy.signal import resample_poly
-
-    return (np.clip(resample_poly(samples16k, 3, 2), -1, 1) * 32767).astype("<i2").tobytes()
+    return int16(resample_poly(samples16k, 3, 2)).tobytes()
 
 
 def g711(samples16k: np.ndarray, law: str) -> bytes:
     """16 kHz float32 → 8 kHz G.711 bytes (`pcmu` or `pcma`)."""
-    from scipy.signal import resample_poly
-
     from app.realtime.audio_formats import encode_g711
 
-    return encode_g711((np.clip(resample_poly(samples16k, 1, 2), -1, 1) * 32767).astype(np.int16), law)
+    return encode_g711(int16(resample_poly(samples16k, 1, 2)), law)
+
+
+def pcm_wav(pcm: bytes) -> bytes:
+    """`audio/pcm` bytes (24 kHz 16-bit) in a WAV container."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def ffmpeg_wav(pcm: np.ndarray, rate: int, codec: str) -> bytes:
+    """A mono WAV written by FFmpeg's own encoder for `codec` (PyAV) from 16-bit samples."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="wav") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buf.getvalue()
 
 
 def items(events: list[dict]) -> dict[str, list[dict]]:

@@ -5,13 +5,9 @@ Real speech through the official SDKs: tests/test_realtime_real.py, tests/test_n
 
 from __future__ import annotations
 
-import base64
-import json
-import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect

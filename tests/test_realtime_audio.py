@@ -14,21 +14,9 @@ from scipy.signal import resample_poly
 from app.audio import decode
 from app.realtime.audio_formats import _TABLES, FORMATS, InputAudio, encode_g711
 from tests.real_speech import hibari
+from tests.realtime_client import ffmpeg_wav
 
 LAWS = {"pcmu": ("pcm_mulaw", "mulaw", 7), "pcma": ("pcm_alaw", "alaw", 6)}  # codec, raw demuxer, WAV tag
-
-
-def wav(pcm: np.ndarray, rate: int, codec: str) -> bytes:
-    """A mono WAV written by FFmpeg's own encoder for `codec` from 16-bit samples."""
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="wav") as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return buf.getvalue()
 
 
 def riff_chunks(data: bytes) -> dict[bytes, bytes]:
@@ -70,7 +58,7 @@ def test_g711_round_trip_error_is_within_half_a_step(law):
     # G.711 keeps 4 mantissa bits: half a step is at most 1/32 of the magnitude, plus the finest step.
     assert np.all(error <= 8 + np.abs(x.astype(np.int64)) / 32)
     # Nearest level: never worse than FFmpeg's own encoder (which rounds at 14 bits) on any sample.
-    theirs = _TABLES[law][np.frombuffer(riff_chunks(wav(x, 8000, LAWS[law][0]))[b"data"], np.uint8)]
+    theirs = _TABLES[law][np.frombuffer(riff_chunks(ffmpeg_wav(x, 8000, LAWS[law][0]))[b"data"], np.uint8)]
     assert np.all(error <= np.abs(theirs.astype(np.int64) - x))
 
 
@@ -98,11 +86,11 @@ def streamed(fmt: str, payload: bytes, rng, largest: int) -> np.ndarray:
 def payloads(speech: np.ndarray):
     """(format, the bytes a client would send, a WAV of the same audio) for each realtime format."""
     pcm24 = int16(resample_poly(speech, 3, 2))
-    container = wav(pcm24, 24000, "pcm_s16le")
+    container = ffmpeg_wav(pcm24, 24000, "pcm_s16le")
     yield "audio/pcm", riff_chunks(container)[b"data"], container
     pcm8 = int16(resample_poly(speech, 1, 2))
     for law, (codec, _, tag) in LAWS.items():
-        container = wav(pcm8, 8000, codec)
+        container = ffmpeg_wav(pcm8, 8000, codec)
         assert struct.unpack("<H", riff_chunks(container)[b"fmt "][:2])[0] == tag
         yield f"audio/{law}", riff_chunks(container)[b"data"], container
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import time
-import wave
 
 import numpy as np
 import openai
 import pytest
 
 from tests.real_speech import SENTENCES, hibari, normalise
-from tests.realtime_client import SERVER_VAD, audio_input, checked, g711, items, pcm24
+from tests.realtime_client import SERVER_VAD, audio_input, checked, g711, items, pcm24, pcm_wav
 
 RATE = 16000
 COMPLETED = "conversation.item.input_audio_transcription.completed"
@@ -29,15 +27,6 @@ def spelled(text: str) -> str:
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), np.float32)
-
-
-def pcm_wav(pcm: bytes) -> bytes:
-    """`audio/pcm` bytes (24 kHz 16-bit) in a WAV container."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 def g711_wav(data: bytes, law: str) -> bytes:

@@ -231,14 +231,20 @@ def parse_event(raw: str | bytes) -> dict:
     return event
 
 
+def _required(event: dict, name: str, kind: type, described: str):
+    value = event.get(name)
+    if isinstance(value, kind):
+        return value
+    missing = value is None
+    raise ClientEventError(
+        f"Missing required parameter: '{name}'." if missing else f"Invalid type for '{name}': expected {described}.",
+        code="missing_required_parameter" if missing else "invalid_type", param=name, event_id=event.get("event_id"),
+    )  # fmt: skip
+
+
 def session_update(event: dict) -> tuple[SessionUpdate, dict]:
     event_id = event.get("event_id")
-    fields = event.get("session")
-    if not isinstance(fields, dict):
-        raise ClientEventError(
-            "Missing required parameter: 'session'." if fields is None else "Invalid type for 'session': expected an object.",
-            code="missing_required_parameter" if fields is None else "invalid_type", param="session", event_id=event_id,
-        )  # fmt: skip
+    fields = _required(event, "session", dict, "an object")
     if fields.get("type") == "realtime":
         raise ClientEventError(
             "This server serves transcription sessions only: set session.type to 'transcription' "
@@ -253,12 +259,7 @@ def session_update(event: dict) -> tuple[SessionUpdate, dict]:
 
 def append_audio(event: dict) -> bytes:
     event_id = event.get("event_id")
-    audio = event.get("audio")
-    if not isinstance(audio, str):
-        raise ClientEventError(
-            "Missing required parameter: 'audio'." if audio is None else "Invalid type for 'audio': expected a base64 string.",
-            code="missing_required_parameter" if audio is None else "invalid_type", param="audio", event_id=event_id,
-        )  # fmt: skip
+    audio = _required(event, "audio", str, "a base64 string")
     try:
         payload = base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError):
