@@ -5,6 +5,7 @@ Real speech through the official SDKs: tests/test_realtime_real.py, tests/test_n
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -14,7 +15,7 @@ from websockets.sync.client import connect
 
 from app.main import create_app
 from app.settings import Settings
-from tests.audio_fixtures import speechlike
+from tests.audio_fixtures import encode, speechlike
 from tests.inprocess import Probe, serve_app
 from tests.realtime_client import SERVER_VAD, Socket, audio_input, items, pcm24, ws_url
 
@@ -257,3 +258,32 @@ def test_a_vanishing_client_frees_its_decoding_at_once(probed):
         probe.release.set()
         assert probe.finished.wait(10)
         assert probe.closed_early
+
+
+def test_a_turn_refused_by_a_full_queue_fails_and_the_session_goes_on(probed, script):
+    probe = Probe(hold_after_first=True)
+    with probed(probe, max_concurrent=1, max_queue=0) as base:
+        # An HTTP request holds the only decoding slot, parked mid-file.
+        holder = threading.Thread(target=lambda: httpx.post(
+            base + "/v1/audio/transcriptions", data={"model": "whisper-1"},
+            files={"file": ("long.wav", encode(speechlike(65.0), "wav"), "audio/wav")}, timeout=60,
+        ))  # fmt: skip
+        holder.start()
+        deadline = time.monotonic() + 30
+        while not probe.produced:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with Socket(base) as rt:
+            rt.update(audio=audio_input())
+            rt.append(WIRED_AUDIO)
+            rt.send({"type": "input_audio_buffer.commit"})
+            events = rt.until("conversation.item.input_audio_transcription.failed")
+            failed = events[-1]
+            assert failed["error"]["code"] == "rate_limit_exceeded" and failed["error"]["type"] == "requests"
+            assert failed["item_id"] == events[0]["item_id"]
+            probe.release.set()
+            holder.join(60)
+            # The slot is free again: the next turn is transcribed.
+            rt.append(WIRED_AUDIO)
+            rt.send({"type": "input_audio_buffer.commit"})
+            assert rt.until("conversation.item.input_audio_transcription.completed")[-1]["transcript"] == text_of(script)
