@@ -533,6 +533,10 @@ async function startLive() {
     live.socket = null;
     if (live.state === "stopping") {
       live.settle?.();
+    } else if (live.state === "starting") {
+      // Browsers hide why an upgrade was refused (a wrong key is a 401 the page never sees).
+      liveError("Could not open the realtime connection: the server refused it (check the API key) or is unreachable.");
+      teardown();
     } else if (live.state !== "idle") {
       liveError(`The connection closed (code ${close.code}${close.reason ? `: ${close.reason}` : ""}).`);
       teardown();
