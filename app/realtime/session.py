@@ -144,11 +144,10 @@ class RealtimeSession:
             self._buffer.append(decoded)
             self._buffered += len(decoded)
             return
-        turns = self._turns
-        # Scoring speech runs the VAD model: off the event loop, which serves every session.
-        found = await run_in_threadpool(lambda: turns.feed(self._audio.decode(payload)))
-        if turns is self._turns:  # not replaced by a session.update meanwhile
-            self._on_turns(found)
+        # Scoring speech runs the VAD model: off the event loop, which serves every session. The
+        # next client event waits for it, so the detector is never used from two threads.
+        turns, audio = self._turns, self._audio
+        self._on_turns(await run_in_threadpool(lambda: turns.feed(audio.decode(payload))))
 
     def _commit(self, event_id: str | None) -> None:
         if self._turns is not None:
