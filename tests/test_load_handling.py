@@ -260,9 +260,15 @@ def test_preload_metrics_and_json_logs(observed_server, whisper_model_dir):
 
 def test_sigterm_drains_in_flight_requests(observed_server):
     base = observed_server.base_url
-    worker, box = in_thread(post, base, audio=encode(speechlike(300.0), "wav"), timeout=120)
-    assert wait_for(lambda: "Processing audio with duration 05:00" in observed_server.log())
+    worker, box = in_thread(post, base, audio=encode(speechlike(120.0), "wav"), timeout=120)
+    assert wait_for(lambda: "Processing audio with duration 02:00" in observed_server.log())
     observed_server.process.send_signal(signal.SIGTERM)
     worker.join(120)
     assert box["value"].status_code == 200
     assert observed_server.process.wait(60) == 0
+    # The signal came while the request was decoding (four windows): it was drained, not done before.
+    rid = box["value"].headers["x-request-id"]
+    lines = [json.loads(line) for line in observed_server.log().splitlines() if line.startswith("{")]
+    shutdown = next(i for i, e in enumerate(lines) if e["message"] == "Shutting down")
+    answered = next(i for i, e in enumerate(lines) if e.get("request_id") == rid and e["logger"] == "earshot.access")
+    assert shutdown < answered, lines[shutdown - 3 :]
