@@ -3,8 +3,8 @@
 `run()` starts the server with tests/net_guard on its PYTHONPATH (every Python-level network
 attempt is logged and refused) and, with `trace`, under strace (every connect/send of every
 thread and child process, native libraries included: tests/syscall_trace.py). With `chunked` it
-first sends chunked requests (`auto`, `server_vad`) and, with a diarization model, diarized ones
-with known speakers, plain and streamed; then a transcription in every response format, a
+first sends chunked requests (`auto`, `server_vad`) and, with a diarization model, a diarized one
+with known speakers and a streamed one; then a transcription in every response format, a
 translation in every format, a stream, and requests for models that are not on the host. It
 stops the server and returns what came back, the guard's log and the trace's outbound attempts.
 tests/test_offline.py calls it directly, and also as
@@ -139,11 +139,13 @@ def run(
                                            "chunking_strategy": json.dumps({"type": "server_vad"})},
                 }
                 if diarization_dir is not None:
+                    # Between them the two run all of the diarization engine (turns with the
+                    # speakers' embeddings and the references', and turns alone) and both ways of
+                    # answering (JSON and a stream); a plain diarized JSON request adds nothing.
                     names, urls = _references()
                     diarize = {"model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json",
                                "chunking_strategy": "auto"}
                     requests |= {
-                        "diarized": diarize,
                         "diarized/known": {**diarize, "known_speaker_names[]": names,
                                            "known_speaker_references[]": urls},
                         "diarized/stream": {**diarize, "stream": "true"},

@@ -183,7 +183,7 @@ def test_no_thread_or_library_tried_to_reach_a_network(offline_run):
     if offline_run["untraceable"]:
         pytest.skip(offline_run["untraceable"])
     answers = offline_run["answers"]
-    for key in ("chunked/auto", "chunked/server_vad", "diarized", "diarized/known", "diarized/stream"):
+    for key in ("chunked/auto", "chunked/server_vad", "diarized/known", "diarized/stream"):
         assert answers[key]["status"] == 200, (key, answers[key])
     known = json.loads(answers["diarized/known"]["body"])
     assert {s["speaker"] for s in known["segments"]} & {"Ann", "Bo"}, known
