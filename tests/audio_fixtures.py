@@ -58,3 +58,18 @@ def encode(samples: np.ndarray, ext: str = "wav", rate: int = RATE, channels: in
 
 def wav_bytes(seconds: float = 3.0, seed: int = 0) -> bytes:
     return encode(speechlike(seconds, seed), "wav")
+
+
+def brown_noise(rng, n: int) -> np.ndarray:
+    walk = np.cumsum(rng.standard_normal(n))
+    walk -= np.linspace(walk[0], walk[-1], n)  # no drift, so it stays centred
+    return (0.2 * walk / np.abs(walk).max()).astype(np.float32)
+
+
+# 20 s of sound with no speech in it, by kind: what a VAD must find nothing in.
+NOT_SPEECH = {
+    "digital-silence": lambda rng: np.zeros(20 * RATE, np.float32),
+    "white-noise": lambda rng: (rng.standard_normal(20 * RATE) * 0.03).astype(np.float32),
+    "brown-noise": lambda rng: brown_noise(rng, 20 * RATE),
+    "tone": lambda rng: (0.3 * np.sin(2 * np.pi * 440 * np.arange(20 * RATE) / RATE)).astype(np.float32),
+}

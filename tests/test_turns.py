@@ -10,6 +10,7 @@ import pytest
 from engines import vad
 from engines.base import SAMPLE_RATE, Chunking
 from engines.turns import Piece, SpeechStarted, SpeechStopped, TurnDetector, TurnSettings
+from tests.audio_fixtures import NOT_SPEECH
 from tests.real_speech import EDGE_LEVEL, SENTENCES, compose, hibari
 
 R = SAMPLE_RATE
@@ -123,26 +124,11 @@ def test_same_turns_as_the_offline_chunker(conversation, settings):
     assert len(offline) >= len(conversation.spans)
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda rng: np.zeros(20 * R, np.float32),
-        lambda rng: (rng.standard_normal(20 * R) * 0.03).astype(np.float32),
-        lambda rng: brown_noise(rng, 20 * R),
-        lambda rng: (0.3 * np.sin(2 * np.pi * 440 * np.arange(20 * R) / R)).astype(np.float32),
-    ],
-    ids=["digital-silence", "white-noise", "brown-noise", "tone"],
-)
+@pytest.mark.parametrize("make", NOT_SPEECH.values(), ids=NOT_SPEECH.keys())
 def test_no_turns_without_speech(make):
     detector = TurnDetector(DEFAULT)
     assert detector.feed(make(np.random.default_rng(7))) == []
     assert not detector.in_turn and detector.end_turn() == []
-
-
-def brown_noise(rng, n: int) -> np.ndarray:
-    walk = np.cumsum(rng.standard_normal(n))
-    walk -= np.linspace(walk[0], walk[-1], n)
-    return (0.2 * walk / np.abs(walk).max()).astype(np.float32)
 
 
 def test_a_click_of_speech_opens_no_turn(speech):

@@ -13,6 +13,7 @@ import pytest
 
 from engines import vad
 from engines.base import SAMPLE_RATE, Chunking
+from tests.audio_fixtures import NOT_SPEECH
 from tests.speech_clips import clips, compose
 
 GAPS = (0.6, 1.4, 0.9, 2.0, 0.7, 1.1)
@@ -37,12 +38,6 @@ def noisy(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     rms = np.sqrt(np.mean(samples**2))
     noise = rng.standard_normal(len(samples)) * rms * 10 ** (-snr_db / 20)
     return (samples + noise).astype(np.float32)
-
-
-def brown_noise(rng, n: int) -> np.ndarray:
-    walk = np.cumsum(rng.standard_normal(n))
-    walk -= np.linspace(walk[0], walk[-1], n)  # no drift, so it stays centred
-    return (0.2 * walk / np.abs(walk).max()).astype(np.float32)
 
 
 def seconds(regions) -> float:
@@ -125,16 +120,7 @@ def test_prefix_padding_stops_at_the_previous_region(speech):
     assert spans[1][0] == spans[0][1]  # clamped at the end of the previous span: no audio twice
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda rng: np.zeros(20 * SAMPLE_RATE, np.float32),
-        lambda rng: (rng.standard_normal(20 * SAMPLE_RATE) * 0.03).astype(np.float32),
-        lambda rng: brown_noise(rng, 20 * SAMPLE_RATE),
-        lambda rng: (0.3 * np.sin(2 * np.pi * 440 * np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32),
-    ],
-    ids=["digital-silence", "white-noise", "brown-noise", "tone"],
-)
+@pytest.mark.parametrize("make", NOT_SPEECH.values(), ids=NOT_SPEECH.keys())
 def test_no_speech_no_chunks(make):
     audio = make(np.random.default_rng(7))
     assert list(vad.plan_chunks(audio, Chunking(normalise_loudness=True))) == []
