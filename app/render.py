@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from engines.base import Segment, TranscriptionInfo
 from engines.languages import language_name
+from engines.registry import ModelEntry
 from engines.speakers import LabelledSegment, transcript_text
 
 
@@ -119,8 +120,9 @@ def verbose_json(result: TranscriptResult, granularities: frozenset[str]) -> dic
     return body
 
 
-def usage(request, info: TranscriptionInfo, output_tokens: int) -> dict:
-    if request.entry.rules.usage == "tokens":
+def usage(entry: ModelEntry, info: TranscriptionInfo, output_tokens: int) -> dict:
+    """The usage the model's rules call for: `tokens` (gpt-4o names) or `duration` (whisper-1)."""
+    if entry.rules.usage == "tokens":
         return token_usage(info, output_tokens)
     return duration_usage(info)
 
@@ -163,5 +165,5 @@ def render(request, result: TranscriptResult) -> Response:
         body["languages"] = reported_languages(result.info, result.text)
     if request.wants_logprobs:
         body["logprobs"] = logprobs_of(result.segments)
-    body["usage"] = usage(request, result.info, result.output_tokens)
+    body["usage"] = usage(request.entry, result.info, result.output_tokens)
     return JSONResponse(body)

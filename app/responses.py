@@ -54,7 +54,7 @@ def _events(request, running: RunningJob):
     info = running.info
     if running.job.speakers is not None:
         return diarizing.diarized_events(
-            info, running.segments(), running.speaker_map, lambda i, n: usage(request, i, n)
+            info, running.segments(), running.speaker_map, lambda i, n: usage(request.entry, i, n)
         )
     return transcript_events(
         info, running.segments(), logprobs=request.wants_logprobs, languages=request.reports_languages
@@ -67,6 +67,6 @@ async def _whole(request, running: RunningJob) -> Response:
         segments = await running.collect()
         result = TranscriptResult(task=running.task, info=running.info, segments=segments)
         tagged = [piece for segment in segments for piece in tagger.tag(segment)]
-        return JSONResponse(diarized_json(result, tagged, usage(request, running.info, result.output_tokens)))
+        return JSONResponse(diarized_json(result, tagged, usage(request.entry, running.info, result.output_tokens)))
     segments = await running.collect()
     return render(request, TranscriptResult(task=running.task, info=running.info, segments=segments))

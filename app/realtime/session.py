@@ -22,7 +22,7 @@ from app.protocol import hotwords
 from app.realtime import events
 from app.realtime.audio_formats import InputAudio
 from app.realtime.protocol import ClientEventError, SessionConfig, append_audio, parse_event, session_update
-from app.render import duration_usage, logprobs_of, reported_languages, token_usage
+from app.render import logprobs_of, reported_languages, usage
 from app.serving import Job, TranscriptionService, samples
 from engines.base import SAMPLE_RATE, TranscribeOptions, TranscriptionInfo
 from engines.registry import ModelEntry, Registry
@@ -283,9 +283,10 @@ class RealtimeSession:
                 break
         if failed:
             return
-        usage = token_usage(total, output_tokens) if entry.rules.usage == "tokens" else duration_usage(total)
         languages = reported_languages(total, text) if entry.rules.languages else None
-        self._emit(events.transcription_completed(item.id, text, usage, logprobs if config.logprobs else None, languages))
+        self._emit(events.transcription_completed(
+            item.id, text, usage(entry, total, output_tokens), logprobs if config.logprobs else None, languages
+        ))  # fmt: skip
 
 
 def _add(total: TranscriptionInfo, info: TranscriptionInfo) -> None:
