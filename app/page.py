@@ -22,22 +22,21 @@ POLICY = (
     "connect-src 'self'; media-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
+# Listed once: the package's files do not change while the server runs.
+SHIPPED = frozenset(p.name for p in STATIC.iterdir() if p.suffix in TYPES)
+
 router = APIRouter(include_in_schema=False)
 
 
 def _file(name: str) -> FileResponse:
     # Only the files that ship in static/ by name: no path from the URL ever reaches the disk.
     path = STATIC / name
-    if name not in _shipped() or not path.is_file():
+    if name not in SHIPPED or not path.is_file():
         raise APIError(f"No such file: /static/{name}", status=404, type="invalid_request_error")
     headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     if name.endswith(".html"):
         headers["Content-Security-Policy"] = POLICY
     return FileResponse(path, media_type=TYPES[path.suffix], headers=headers)
-
-
-def _shipped() -> set[str]:
-    return {p.name for p in STATIC.iterdir() if p.suffix in TYPES}
 
 
 @router.get("/")

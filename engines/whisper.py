@@ -273,6 +273,7 @@ def _timestamp_begin(hf_tokenizer) -> int:
 
 
 def _prompt_ids(model, prompt: str | None) -> list[int]:
+    """Token ids of text fed to the decoder before a window (a prompt, or hotwords)."""
     if not prompt or not prompt.strip():
         return []
     return model.hf_tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids
@@ -291,14 +292,13 @@ def _info(model, audio: np.ndarray, options: TranscribeOptions, language: str, p
     duration = len(audio) / SAMPLE_RATE
     # Text fed to the decoder: the prompt, and the hotwords before every window (each capped as
     # faster-whisper caps them).
-    hotwords = model.hf_tokenizer.encode(" " + options.hotwords.strip(), add_special_tokens=False).ids if options.hotwords else []
     return TranscriptionInfo(
         language=language,
         language_probability=probability,
         duration=duration,
         audio_tokens=math.ceil(duration * ENCODER_POSITIONS_PER_SECOND),
         prompt_tokens=min(len(_prompt_ids(model, options.prompt)), MAX_PROMPT_TOKENS)
-        + min(len(hotwords), MAX_PROMPT_TOKENS),
+        + min(len(_prompt_ids(model, options.hotwords)), MAX_PROMPT_TOKENS),
     )
 
 
