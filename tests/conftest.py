@@ -116,13 +116,18 @@ def script():
     return DEFAULT_SCRIPT
 
 
+def start_wired_server(model_dir: Path, tmp_path_factory, name: str, **env: str) -> LiveServer:
+    """The test-built model served from a store of its own, with `env` as further settings."""
+    store = tmp_path_factory.mktemp(f"{name}-store")
+    return start_server(
+        {"EARSHOT_ASR_MODEL": str(model_dir), "EARSHOT_MODELS_DIR": str(store), **env},
+        tmp_path_factory.mktemp(f"{name}-logs") / "server.log",
+    )
+
+
 @pytest.fixture(scope="session")
 def server(whisper_model_dir, tmp_path_factory) -> Iterator[LiveServer]:
-    store = tmp_path_factory.mktemp("store")
-    live = start_server(
-        {"EARSHOT_ASR_MODEL": str(whisper_model_dir), "EARSHOT_MODELS_DIR": str(store)},
-        tmp_path_factory.mktemp("logs") / "server.log",
-    )
+    live = start_wired_server(whisper_model_dir, tmp_path_factory, "wired")
     yield live
     stop_server(live)
 
@@ -141,16 +146,10 @@ def diarizing_server(whisper_model_dir, diarization_pipeline_dir, tmp_path_facto
     """A server with a (random-weight) diarization model. Its known-speaker threshold is -1: every
     reference names a speaker, so the names' way to the response shows; what the threshold keeps
     out is tested on the engine (tests/test_diarization_engine.py)."""
-    store = tmp_path_factory.mktemp("store")
-    live = start_server(
-        {
-            "EARSHOT_ASR_MODEL": str(whisper_model_dir),
-            "EARSHOT_MODELS_DIR": str(store),
-            "EARSHOT_DIARIZATION_MODEL": str(diarization_pipeline_dir),
-            "EARSHOT_SPEAKER_MATCH_THRESHOLD": "-1",
-        },
-        tmp_path_factory.mktemp("logs") / "diarizing-server.log",
-    )
+    live = start_wired_server(
+        whisper_model_dir, tmp_path_factory, "diarizing",
+        EARSHOT_DIARIZATION_MODEL=str(diarization_pipeline_dir), EARSHOT_SPEAKER_MATCH_THRESHOLD="-1",
+    )  # fmt: skip
     yield live
     stop_server(live)
 

@@ -26,7 +26,7 @@ from app import audio as audio_io
 from app.errors import APIError
 from tests import hostile_audio, hostile_multipart
 from tests.audio_fixtures import encode, speechlike
-from tests.conftest import start_server, stop_server
+from tests.conftest import start_wired_server, stop_server
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 CAP_SECONDS = 1200
@@ -69,14 +69,8 @@ def transcribe(base_url: str, audio: bytes, filename: str = "a.wav", timeout: fl
 @pytest.fixture(scope="module")
 def capped(whisper_model_dir, tmp_path_factory):
     """A server of its own (its memory and log are measured): a 20-minute cap, 1 s body timeout."""
-    live = start_server(
-        {
-            "EARSHOT_ASR_MODEL": str(whisper_model_dir),
-            "EARSHOT_MODELS_DIR": str(tmp_path_factory.mktemp("capped-store")),
-            "EARSHOT_MAX_AUDIO_SECONDS": str(CAP_SECONDS),
-            "EARSHOT_BODY_TIMEOUT": "1",
-        },
-        tmp_path_factory.mktemp("capped-logs") / "server.log",
+    live = start_wired_server(
+        whisper_model_dir, tmp_path_factory, "capped", EARSHOT_MAX_AUDIO_SECONDS=str(CAP_SECONDS), EARSHOT_BODY_TIMEOUT="1"
     )
     yield live
     stop_server(live)

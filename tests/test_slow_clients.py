@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.audio_fixtures import encode, speechlike
-from tests.conftest import start_server, stop_server
+from tests.conftest import start_wired_server, stop_server
 
 HEAD_TIMEOUT = 4.0
 # Every connection must be closed this soon after its deadline. A timer restarted by each byte
@@ -24,14 +24,7 @@ SILENT, PARTIAL, DRIBBLING = 100, 100, 100
 
 @pytest.fixture(scope="module")
 def guarded(whisper_model_dir, tmp_path_factory):
-    live = start_server(
-        {
-            "EARSHOT_ASR_MODEL": str(whisper_model_dir),
-            "EARSHOT_MODELS_DIR": str(tmp_path_factory.mktemp("store")),
-            "EARSHOT_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
-        },
-        tmp_path_factory.mktemp("logs") / "server.log",
-    )
+    live = start_wired_server(whisper_model_dir, tmp_path_factory, "guarded", EARSHOT_HEAD_TIMEOUT=str(HEAD_TIMEOUT))
     yield live
     stop_server(live)
 
