@@ -102,8 +102,9 @@ class SessionConfig(BaseModel):
     turn_detection: ServerVad | None = ServerVad(type="server_vad")
     include: list[str] = []
 
-    def apply(self, update: SessionUpdate, fields: dict, registry: Registry) -> SessionConfig:
-        """A new config: every object the update names replaces the old one (null switches it off)."""
+    def apply(self, update: SessionUpdate, fields: dict) -> SessionConfig:
+        """A new config: every object the update names replaces the old one (null switches it off).
+        Whether the registry's model allows it is `entry`'s check."""
         changed = self.model_copy()
         # Validated already: `audio` and `audio.input` are objects or null.
         given = (fields.get("audio") or {}).get("input") or {}
@@ -118,7 +119,6 @@ class SessionConfig(BaseModel):
             changed.turn_detection = audio_input.turn_detection
         if "include" in fields:
             changed.include = list(update.include or [])
-        changed.entry(registry)  # the model must exist and allow what was asked of it
         return changed
 
     def entry(self, registry: Registry) -> ModelEntry:
@@ -177,14 +177,11 @@ def default_model(registry: Registry) -> str | None:
     return next((entry.id for entry in registry), None)
 
 
-def _param(loc: tuple, prefix: str) -> str:
-    # Discriminated unions and literals add their tags to the location; the API names fields only.
-    return ".".join([prefix, *(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in ("function-after", "literal"))))])
-
 
 def _validation_error(exc: ValidationError, prefix: str, event_id: str | None) -> ClientEventError:
     err = exc.errors()[0]
-    param = _param(tuple(err["loc"]), prefix)
+    # The session models hold no unions with tags, so a location is field names (and list indexes).
+    param = ".".join([prefix, *(str(p) for p in err["loc"])])
     if err["type"] == "extra_forbidden":
         return ClientEventError(f"Unknown parameter: '{param}'.", code="unknown_parameter", param=param, event_id=event_id)
     message, code = _describe({**err, "loc": (param,)})

@@ -113,8 +113,8 @@ class RealtimeSession:
     def _update(self, event: dict) -> None:
         update, fields = session_update(event)
         try:
-            config = self.config.apply(update, fields, self._registry)
-            entry = config.entry(self._registry)
+            config = self.config.apply(update, fields)
+            entry = config.entry(self._registry)  # the model must exist and allow what was asked of it
         except ClientEventError as exc:
             exc.event_id = event.get("event_id")
             raise
